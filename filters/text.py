@@ -1,0 +1,76 @@
+"""Text normalisation for matching: what a reader sees, not how the bytes spell it.
+
+Phishers write "PаyPal" with a Cyrillic "а", "Amazon" with a zero-width joiner inside, or
+"ＡＭＡＺＯＮ" in full-width letters. `normalise` folds all of those to plain lower-case text;
+`skeleton` goes further for brand-name matching (digits that pass for letters, "rn" for "m").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Characters that render as nothing (or as a space) and are used to break up brand names.
+_INVISIBLE = dict.fromkeys(
+    map(
+        ord,
+        "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u200b\u200c\u200d"
+        "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067"
+        "\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufe00\ufe01\ufe02\ufe03\ufe04"
+        "\ufe05\ufe06\ufe07\ufe08\ufe09\ufe0a\ufe0b\ufe0c\ufe0d\ufe0e\ufe0f\ufeff\uffa0",
+    ),
+    None,
+)
+
+# Latin lookalikes from Cyrillic, Greek, Armenian and a few symbol blocks (after NFKC and
+# lower-casing). A subset of Unicode's confusables.txt: the letters that matter for brand
+# names written in Latin script.
+_CONFUSABLE_PAIRS = {
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i",
+    "ј": "j", "к": "k", "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r",
+    "ѕ": "s", "т": "t", "ц": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "з": "3", "ь": "b",
+    "ɑ": "a", "α": "a", "β": "b", "ϲ": "c", "δ": "d", "ε": "e", "η": "n", "ι": "i", "κ": "k",
+    "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ք": "p",
+    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "ɡ": "g", "ı": "i", "ł": "l", "ø": "o",
+    "ß": "ss", "ð": "d", "þ": "p", "ƅ": "b", "ɩ": "i", "ʟ": "l", "ɴ": "n", "ʀ": "r", "ᴀ": "a",
+    "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m", "ᴏ": "o", "ᴘ": "p", "ᴛ": "t",
+    "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "ⅰ": "i", "ⅼ": "l", "ⅽ": "c", "ⅾ": "d", "ⅿ": "m",
+}  # fmt: skip
+_CONFUSABLES = str.maketrans(_CONFUSABLE_PAIRS)
+
+# For brand-name skeletons only: digits and signs that pass for letters in a display name.
+_LEETSPEAK = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "$": "s", "|": "l"})
+_SPACES = re.compile(r"\s+")
+
+
+def _strip_marks(text: str) -> str:
+    """Drop combining marks ("é" -> "e") so that accents cannot hide a name."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def normalise(text: str) -> str:
+    """NFKC, invisible characters removed, lower-case, confusables folded, one space between
+    words. Accents are kept (they carry meaning in lure words like "réclamer")."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).lower()
+    text = text.translate(_CONFUSABLES)
+    return _SPACES.sub(" ", text).strip()
+
+
+def fold_accents(text: str) -> str:
+    return unicodedata.normalize("NFC", _strip_marks(text))
+
+
+def skeleton(text: str) -> str:
+    """A brand-matching key: normalised, accents dropped, digits-as-letters folded, "rn"/"vv"
+    read as "m"/"w", and everything but letters and digits removed."""
+    text = fold_accents(normalise(text)).translate(_LEETSPEAK)
+    text = text.replace("rn", "m").replace("vv", "w")
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def words_skeleton(text: str) -> str:
+    """Like `skeleton` but keeping word boundaries as single spaces (for phrase matching)."""
+    text = fold_accents(normalise(text)).translate(_LEETSPEAK)
+    text = "".join(ch if ch.isalnum() else " " for ch in text)
+    return _SPACES.sub(" ", text).strip()

@@ -1,0 +1,196 @@
+"""The data that flows through the pipeline: bytes -> Parsed -> Features -> findings -> Verdict.
+
+Everything here is frozen: a stage never edits what an earlier stage produced, so every stage
+can be tested on hand-made values and the same objects can be shared across checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+VERDICTS: tuple[str, ...] = ("pass", "tag", "quarantine", "reject")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Explicit bounds on the work one message may cause. Crossing one is a finding."""
+
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_part_bytes: int = 2 * 1024 * 1024  # decoded bytes of one part kept for analysis
+    max_mime_depth: int = 20
+    max_parts: int = 250
+    max_links: int = 500
+    max_text_chars: int = 300_000  # normalised body text kept for matching
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One leaf of the MIME tree, as metadata (decoded text lives in Parsed.texts/htmls)."""
+
+    content_type: str  # lower-case "type/subtype"
+    charset: str | None
+    filename: str | None
+    disposition: str | None  # "inline", "attachment" or None
+    size: int  # decoded bytes
+    depth: int  # 0 for a single-part message
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A message after defensive parsing. Header values are RFC 2047-decoded str."""
+
+    headers: tuple[tuple[str, str], ...]  # top-level headers, in order, names as found
+    texts: tuple[str, ...]  # decoded text/plain bodies (inline), in tree order
+    htmls: tuple[str, ...]  # decoded text/html bodies (inline and attached), in tree order
+    parts: tuple[Part, ...]
+    defects: tuple[str, ...]  # parser defects, by class name or short text
+    limit_hits: tuple[str, ...]  # names of Limits fields that were crossed
+    size: int  # raw bytes
+
+    def header(self, name: str) -> str | None:
+        """First header of that name (case-insensitive), or None."""
+        low = name.lower()
+        for key, value in self.headers:
+            if key.lower() == low:
+                return value
+        return None
+
+    def header_all(self, name: str) -> tuple[str, ...]:
+        low = name.lower()
+        return tuple(value for key, value in self.headers if key.lower() == low)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    display: str  # display name, decoded; "" when absent
+    address: str  # local@domain, domain lower-cased; "" when unparseable
+    local: str
+    domain: str  # lower-case ASCII (punycode kept), "" when absent
+    registrable: str  # eTLD+1 of domain from the bundled suffix list, "" when none
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    url: str  # as found, after HTML/transfer decoding
+    scheme: str  # lower-case, "" for a bare "www." link
+    host: str  # lower-case ASCII (punycode kept for matching); IP literals as text
+    host_unicode: str  # IDNA-decoded for display
+    registrable: str  # eTLD+1 (ASCII); the IP itself for an IP literal; "" when none
+    shown: str | None  # visible text / alt text / title, whitespace-collapsed
+    where: str  # "html-a", "html-img", "html-form", "html-area", "text"
+    is_ip: bool = False
+    has_userinfo: bool = False  # http://user@host/ tricks
+    redirect_to: str | None = None  # target URL carried in a redirect parameter, decoded
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """One method result from an Authentication-Results header of a trusted authserv-id,
+    or from our own DKIM verification (authserv_id "brandgate")."""
+
+    authserv_id: str
+    method: str  # "dkim", "spf", "dmarc", "arc"
+    result: str  # "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"
+    domain: str  # header.d / header.i domain for dkim, smtp.mailfrom domain for spf,
+    # header.from for dmarc; lower-case, "" when absent
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str = ""
+    rcpt_tos: tuple[str, ...] = ()
+    client_ip: str | None = None
+    helo: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the checks look at. Built once per message by filters.features.extract."""
+
+    from_addr: Address | None
+    sender: Address | None
+    reply_to: tuple[Address, ...]
+    return_path: Address | None  # envelope sender if known, else Return-Path header
+    subject: str  # decoded
+    # Text for matching: NFKC, zero-width removed, confusables folded, lower-case,
+    # whitespace collapsed. `body` is text/plain plus the visible text of HTML.
+    subject_norm: str
+    display_norm: str  # From display name, normalised the same way
+    body: str
+    links: tuple[Link, ...]
+    image_alts: tuple[str, ...]  # normalised alt/title texts of images
+    dkim_domains: tuple[str, ...]  # d= of every DKIM-Signature header (unverified claims)
+    auth: tuple[AuthResult, ...]  # trusted results only (ours and trusted authserv-ids)
+    attachments: tuple[Part, ...]  # parts with a filename or disposition attachment
+    has_html: bool
+    defects: tuple[str, ...]
+    limit_hits: tuple[str, ...]
+    envelope: Envelope = field(default_factory=Envelope)
+    list_headers: bool = False  # List-Id / List-Unsubscribe present (bulk mail from a list)
+
+
+@dataclass(frozen=True, slots=True)
+class BrandClaim:
+    """The brand a message presents itself as, and where it says so."""
+
+    brand: str  # registry key, e.g. "amazon"
+    name: str  # display name of the brand, e.g. "Amazon"
+    where: tuple[str, ...]  # "display-name", "from-local-part", "subject", "img-alt",
+    # "link-text", "body"
+    matched: tuple[str, ...]  # the tokens that matched, after confusable folding
+    strength: float  # 0..1: how clearly the message speaks *as* the brand
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule: str  # stable id, UPPER_SNAKE, e.g. "BRAND_SENDER_UNVERIFIED"
+    evidence: tuple[str, ...]  # human-readable, each a short sentence or fragment
+    factor: float = 1.0  # 0..1 (negative rules use a negative weight); score = factor * weight
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFinding:
+    rule: str
+    group: str
+    score: float  # after weight and group cap
+    evidence: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    verdict: str  # one of VERDICTS
+    score: float
+    brand: BrandClaim | None
+    findings: tuple[ScoredFinding, ...]
+    summary: str  # one human sentence
+    status: str = "ok"  # "ok", or "error" when scanning failed and a fallback was used
+    error: str | None = None
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(f.rule for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: the one shape used by jsonl output, logs and the quarantine."""
+        return {
+            "verdict": self.verdict,
+            "score": round(self.score, 2),
+            "brand": self.brand.name if self.brand else None,
+            "brand_key": self.brand.brand if self.brand else None,
+            "claim_where": list(self.brand.where) if self.brand else [],
+            "claim_matched": list(self.brand.matched) if self.brand else [],
+            "summary": self.summary,
+            "status": self.status,
+            "error": self.error,
+            "findings": [
+                {
+                    "rule": f.rule,
+                    "group": f.group,
+                    "score": round(f.score, 2),
+                    "evidence": list(f.evidence),
+                }
+                for f in self.findings
+            ],
+        }
