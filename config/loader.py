@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import tomllib
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from filters.registry import Brand, BrandRegistry, Lexicon, Lists, LureTerm
-from filters.text import normalise
+from filters.text import normalise, words_skeleton
 from filters.types import VERDICTS, Limits
 
 SHIPPED_DIR = Path(__file__).resolve().parent
@@ -132,7 +132,9 @@ def _domains(value: Any, file: Path, key: str) -> tuple[str, ...]:
 def _check_keys(table: Mapping[str, Any], allowed: set[str], file: Path, where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(file, f"{where}{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                file, f"{where}{key}", f"unknown key (known: {', '.join(sorted(allowed))})"
+            )
 
 
 # --------------------------------------------------------------------------- main file
@@ -225,7 +227,7 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
     names = _strs(spec.get("names", [name]), file, where + ".names")
     notes_tbl = spec.get("notes", {})
     if not isinstance(notes_tbl, dict) or not all(isinstance(v, str) for v in notes_tbl.values()):
-        raise ConfigError(file, where + ".notes", "expected a table of entry = \"note\"")
+        raise ConfigError(file, where + ".notes", 'expected a table of entry = "note"')
     tokens = _strs(spec.get("tokens", []), file, where + ".tokens")
     for tok in tokens:
         if len(tok) < 3 or not tok.replace("-", "").isalnum():
@@ -306,7 +308,24 @@ def _load_lexicon(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> L
                     norm = normalise(unicodedata.normalize("NFKC", phrase))
                     if norm:
                         terms[(norm, cat)] = LureTerm(norm, cat, lang)
-    return Lexicon(tuple(terms.values()))
+    cues = _load_cues(dirs, read)
+    return Lexicon(tuple(terms.values()), cues["before"], cues["after"], cues["generic_author"])
+
+
+def _load_cues(
+    dirs: list[Path], read: Callable[[Path], dict[str, Any]]
+) -> dict[str, frozenset[str]]:
+    keys = ("before", "after", "generic_author")
+    acc: dict[str, set[str]] = {k: set() for k in keys}
+    for root in dirs:
+        file = root / "claim_cues.toml"
+        if not file.is_file():
+            continue
+        doc = read(file)
+        _check_keys(doc, set(keys), file, "")
+        for key in keys:
+            acc[key] |= {words_skeleton(w) for w in _strs(doc.get(key, []), file, key) if w.strip()}
+    return {k: frozenset(v) for k, v in acc.items()}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -342,9 +361,7 @@ def load_config(path: Path | str | None = None) -> Config:
         _check_keys(part, _TOP_KEYS, main, "")
         doc = _merge(doc, part)
     last = mains[-1]
-    groups = {
-        g: _num(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()
-    }
+    groups = {g: _num(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()}
     registry = BrandRegistry(_load_brands(dirs, read))
     if not registry.brands:
         raise ConfigError(dirs[-1] / "brands", "brands", "no brands defined")
@@ -361,3 +378,12 @@ def load_config(path: Path | str | None = None) -> Config:
         gateway=gateway,
         sources=tuple(str(p) for p in mains),
     )
+
+
+def with_trusted_authserv(cfg: Config, ids: Iterable[str] | None) -> Config:
+    """The config with extra trusted authserv-ids (e.g. from `--trusted-authserv`)."""
+    extra = tuple(i.lower() for i in ids or ())
+    if not extra:
+        return cfg
+    merged = tuple(dict.fromkeys((*cfg.engine.trusted_authserv_ids, *extra)))
+    return replace(cfg, engine=replace(cfg.engine, trusted_authserv_ids=merged))

@@ -1,7 +1,7 @@
 """The one function from bytes to Verdict, shared by `scan`, `replay` and the SMTP gateway.
 
-    parse(bytes) -> Parsed -> extract -> Features -> claim -> BrandClaim | None
-      -> run_checks -> findings -> score -> decide -> Verdict
+parse(bytes) -> Parsed -> extract -> Features -> claim -> BrandClaim | None
+  -> run_checks -> findings -> score -> decide -> Verdict
 """
 
 from __future__ import annotations

@@ -109,3 +109,7 @@ class LureTerm:
 @dataclass(frozen=True, slots=True)
 class Lexicon:
     terms: tuple[LureTerm, ...] = ()
+    # Claim cues (config/claim_cues.toml), as words_skeleton() forms.
+    cues_before: frozenset[str] = frozenset()
+    cues_after: frozenset[str] = frozenset()
+    generic_author: frozenset[str] = frozenset()

@@ -1,0 +1,44 @@
+"""The diversion itself: a message speaking as a brand sends the reader somewhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from filters.checks._common import cta_links, sample, target_domains
+from filters.context import Context
+from filters.types import BrandClaim, Features, Finding
+
+RULES = {
+    "BRAND_LINK_DIVERSION": "Claims a brand, but its links lead outside the brand's domains",
+}
+
+
+def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
+    if claim is None:
+        return
+    reg = ctx.registry
+    brand = reg.brands[claim.brand]
+    sender_is_brand = bool(f.from_addr and reg.may_send(brand, f.from_addr.domain))
+    links = cta_links(f)
+    if not links:
+        return
+    foreign: list[str] = []
+    for link in links:
+        for dom in target_domains(link):
+            if reg.may_link(brand, dom):
+                continue
+            # The brand's own mail is tracked through its ESP; only then is that host fine.
+            if sender_is_brand and dom in ctx.lists.esp_domains:
+                continue
+            foreign.append(link.host_unicode if dom == link.registrable else dom)
+    if not foreign:
+        return
+    share = len(foreign) / max(1, len(links))
+    yield Finding(
+        "BRAND_LINK_DIVERSION",
+        (
+            f"claims to be {brand.name}; links go to {sample(foreign)}",
+            f"{len(foreign)} of {len(links)} links leave {brand.name}'s domains",
+        ),
+        factor=round(min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5), 2),
+    )

@@ -1,0 +1,96 @@
+"""Why would anyone click? Gifts, cash back, refunds, prizes, account trouble, urgency."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from filters.checks._common import sample
+from filters.context import Context
+from filters.registry import Lexicon
+from filters.types import BrandClaim, Features, Finding
+
+RULES = {
+    "LURE_REWARD": "Promises a gift card, cash back, refund, prize or reward",
+    "LURE_ACCOUNT": "Claims a problem with an account, payment or delivery",
+    "LURE_URGENCY": "Presses for action within a deadline",
+    "LURE_OFFPLATFORM": "Invites the reader to deal outside the platform",
+}
+# Lexicon categories -> rule.
+_RULE_OF = {
+    "gift": "LURE_REWARD",
+    "cashback": "LURE_REWARD",
+    "refund": "LURE_REWARD",
+    "prize": "LURE_REWARD",
+    "survey": "LURE_REWARD",
+    "selected": "LURE_REWARD",
+    "claim": "LURE_REWARD",
+    "reward": "LURE_REWARD",
+    "account": "LURE_ACCOUNT",
+    "payment": "LURE_ACCOUNT",
+    "delivery": "LURE_ACCOUNT",
+    "urgency": "LURE_URGENCY",
+    "offplatform": "LURE_OFFPLATFORM",
+}
+_SCAN_CHARS = 20_000  # lure words live in the opening screens, not in quoted threads
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+@dataclass(slots=True)
+class _Matcher:
+    pattern: re.Pattern[str] | None
+    rule_of: dict[str, str]  # phrase -> rule
+    cjk: list[tuple[str, str]]  # (phrase, rule), matched as substrings
+
+
+_lock = threading.Lock()
+_cache: dict[int, tuple[Lexicon, _Matcher]] = {}
+
+
+def _matcher(lex: Lexicon) -> _Matcher:
+    hit = _cache.get(id(lex))
+    if hit is not None and hit[0] is lex:
+        return hit[1]
+    rule_of: dict[str, str] = {}
+    cjk: list[tuple[str, str]] = []
+    for term in lex.terms:
+        rule = _RULE_OF.get(term.category)
+        if rule is None:
+            continue
+        if _CJK.search(term.phrase):
+            cjk.append((term.phrase, rule))
+        else:
+            rule_of.setdefault(term.phrase, rule)
+    # Longest first so that "gift card balance" wins over "gift card".
+    alts = sorted(rule_of, key=len, reverse=True)
+    pattern = (
+        re.compile(r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alts) + r")(?!\w)")
+        if alts
+        else None
+    )
+    m = _Matcher(pattern, rule_of, cjk)
+    with _lock:
+        _cache[id(lex)] = (lex, m)
+    return m
+
+
+def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
+    m = _matcher(ctx.lexicon)
+    text = f.subject_norm + " \n " + f.body[:_SCAN_CHARS]
+    found: dict[str, list[str]] = {}
+    if m.pattern is not None:
+        for hit in m.pattern.finditer(text):
+            found.setdefault(m.rule_of[hit.group(0)], []).append(hit.group(0))
+    if m.cjk and _CJK.search(text):
+        for phrase, rule in m.cjk:
+            if phrase in text:
+                found.setdefault(rule, []).append(phrase)
+    # Lure words matter most when the message also speaks as a brand; alone they are the
+    # everyday vocabulary of shops and newsletters.
+    weight = 1.0 if claim else 0.35
+    for rule, phrases in found.items():
+        distinct = len(set(phrases))
+        factor = weight * min(1.0, 0.6 + 0.2 * (distinct - 1))
+        yield Finding(rule, (f'says "{sample(phrases)}"',), factor=round(factor, 2))

@@ -1,0 +1,249 @@
+"""From a parsed message to the `Features` every check looks at, built once per message.
+
+Addresses are read from the decoded header text by hand rather than with
+email.utils.getaddresses: once encoded words are decoded, a display name may hold commas,
+"@" or a whole address ("support@apple.com" <x@evil.example>), and the stdlib splitter then
+picks the wrong part. The rule here is the one mail clients follow: the address is what is
+inside the last angle brackets; everything before them is the display name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from filters import domains
+from filters.auth import parse_authentication_results
+from filters.html import HtmlDoc, analyse_html
+from filters.registry import Lists
+from filters.text import normalise
+from filters.types import Address, AuthResult, Envelope, Features, Limits, Parsed, Part
+from filters.urls import LinkSet, text_urls
+
+MAX_ADDRESSES = 50  # per header: a Reply-To with thousands of entries is noise, not signal
+
+_COMMENT = re.compile(r"\(([^()]*)\)")
+_DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+
+def _split_addresses(value: str) -> list[str]:
+    """Split on commas outside quotes and angle brackets; a piece without "@" (the first half
+    of an unquoted "Doe, John <j@x>") is glued to the next piece."""
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = False
+    angle = 0
+    escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            angle += 1
+        elif not quoted and ch == ">" and angle:
+            angle -= 1
+        elif ch == "," and not quoted and not angle:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    pieces.append("".join(current))
+    merged: list[str] = []
+    carry = ""
+    for piece in pieces:
+        piece = carry + ("," if carry else "") + piece
+        if "@" not in piece and "<" not in piece:
+            carry = piece
+            continue
+        carry = ""
+        merged.append(piece)
+    if carry.strip():
+        merged.append(carry)
+    return [p for p in merged if p.strip()]
+
+
+def _unquote(display: str) -> str:
+    display = display.strip().strip(",;:")
+    if len(display) >= 2 and display[0] == display[-1] == '"':
+        display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    elif len(display) >= 2 and display[0] == display[-1] == "'":
+        display = display[1:-1]
+    return _SPACES.sub(" ", display).strip()
+
+
+def _one_address(piece: str) -> Address:
+    piece = piece.strip()
+    lt = piece.rfind("<")
+    if lt >= 0:
+        gt = piece.find(">", lt)
+        addr = piece[lt + 1 : gt if gt >= 0 else len(piece)]
+        display = piece[:lt] + (piece[gt + 1 :] if gt >= 0 else "")
+    else:
+        comments = _COMMENT.findall(piece)
+        bare = _COMMENT.sub(" ", piece)
+        tokens = bare.split()
+        at_tokens = [t for t in tokens if "@" in t]
+        addr = at_tokens[-1] if at_tokens else ""
+        rest = [t for t in tokens if t is not addr] if addr else tokens
+        display = " ".join(rest) or " ".join(comments)
+    return make_address(_unquote(display), addr)
+
+
+def make_address(display: str, addr: str) -> Address:
+    """An Address from a display name and an address string as found (tolerant)."""
+    addr = addr.strip().strip("\"'<>").strip()
+    if addr.lower().startswith("mailto:"):
+        addr = addr[7:]
+    addr = "".join(addr.split())
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        return Address(display, "", "", "", "")
+    local = local.strip('"')
+    domain = domains.to_ascii(domain.strip("[]").rstrip("."))
+    if not local or not domain:
+        return Address(display, "", local, domain, domains.registrable(domain) if domain else "")
+    return Address(display, f"{local}@{domain}", local, domain, domains.registrable(domain))
+
+
+def parse_addresses(value: str) -> tuple[Address, ...]:
+    """Every address in a header value (decoded text), in order."""
+    try:
+        pieces = _split_addresses(value)[:MAX_ADDRESSES]
+        return tuple(_one_address(piece) for piece in pieces)
+    except Exception:  # garbage in a header is data for the checks, not a crash
+        return ()
+
+
+def _first_address(parsed: Parsed, name: str) -> Address | None:
+    value = parsed.header(name)
+    if value is None:
+        return None
+    found = parse_addresses(value)
+    for address in found:
+        if address.address:
+            return address
+    return found[0] if found else Address(_unquote(value), "", "", "", "")
+
+
+def _return_path(parsed: Parsed, envelope: Envelope | None) -> Address | None:
+    if envelope is not None:
+        # The envelope is the truth at the gateway; a null sender (bounce) has no address.
+        return make_address("", envelope.mail_from) if envelope.mail_from.strip() else None
+    return _first_address(parsed, "Return-Path")
+
+
+# --- body, links, auth ---------------------------------------------------------------------
+
+
+def _body(pieces: list[str], limit: int) -> tuple[str, bool]:
+    """Normalised body text, capped; (text, whether anything was cut)."""
+    joined = "\n".join(pieces)
+    raw_cap = limit * 2  # normalising collapses whitespace: cut the raw text generously first
+    text = normalise(joined[:raw_cap])
+    if len(text) > limit:
+        return text[:limit], True
+    return text, len(joined) > raw_cap
+
+
+def _dkim_domains(parsed: Parsed) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for value in parsed.header_all("DKIM-Signature"):
+        match = _DKIM_D.search(value)
+        if match:
+            domain = match.group(1).strip().strip("\"'").lower().rstrip(".")
+            if domain:
+                found.setdefault(domain, None)
+    return tuple(found)
+
+
+def _auth(
+    parsed: Parsed, trusted: tuple[str, ...], dkim_results: tuple[AuthResult, ...]
+) -> tuple[AuthResult, ...]:
+    values = parsed.header_all("Authentication-Results")
+    if not values or not trusted:
+        return tuple(dkim_results)
+    try:
+        return (*dkim_results, *parse_authentication_results(values, trusted))
+    except Exception:  # an unparseable header gives no trusted result, never a crash
+        return tuple(dkim_results)
+
+
+def _attachments(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+    return tuple(p for p in parts if p.filename or p.disposition == "attachment")
+
+
+def _links_and_text(
+    parsed: Parsed, lists: Lists, limits: Limits
+) -> tuple[LinkSet, list[str], list[str]]:
+    """Links of all bodies (text first, then HTML), body text pieces, image alts."""
+    links = LinkSet(limits.max_links, lists.redirect_params)
+    pieces: list[str] = []
+    alts: list[str] = []
+    for text in parsed.texts:
+        pieces.append(text)
+        for url in text_urls(text[: limits.max_text_chars * 2]):
+            links.add(url, "text")
+    for markup in parsed.htmls:
+        doc: HtmlDoc = analyse_html(markup, limits.max_links * 4)
+        pieces.append(doc.text)
+        alts.extend(doc.image_alts)
+        for url, where, shown in doc.links:
+            links.add(url, where, shown, base=doc.base)
+        if doc.truncated:
+            links.capped = True
+    return links, pieces, alts
+
+
+def _uniq(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def extract(
+    parsed: Parsed,
+    *,
+    envelope: Envelope | None,
+    trusted_authserv_ids: tuple[str, ...],
+    lists: Lists,
+    limits: Limits,
+    dkim_results: tuple[AuthResult, ...] = (),
+) -> Features:
+    """Everything the checks look at, from one parsed message."""
+    from_addr = _first_address(parsed, "From")
+    subject = parsed.header("Subject") or ""
+    links, pieces, alts = _links_and_text(parsed, lists, limits)
+    body, body_capped = _body(pieces, limits.max_text_chars)
+    hits = dict.fromkeys(parsed.limit_hits)
+    if links.capped:
+        hits.setdefault("max_links", None)
+    if body_capped:
+        hits.setdefault("max_text_chars", None)
+    reply_to: list[Address] = []
+    for value in parsed.header_all("Reply-To"):
+        reply_to.extend(a for a in parse_addresses(value) if a.address)
+    return Features(
+        from_addr=from_addr,
+        sender=_first_address(parsed, "Sender"),
+        reply_to=tuple(reply_to[:MAX_ADDRESSES]),
+        return_path=_return_path(parsed, envelope),
+        subject=subject,
+        subject_norm=normalise(subject),
+        display_norm=normalise(from_addr.display) if from_addr else "",
+        body=body,
+        links=tuple(links.links),
+        image_alts=_uniq([normalise(alt) for alt in alts]),
+        dkim_domains=_dkim_domains(parsed),
+        auth=_auth(parsed, trusted_authserv_ids, dkim_results),
+        attachments=_attachments(parsed.parts),
+        has_html=bool(parsed.htmls) or any(p.content_type == "text/html" for p in parsed.parts),
+        defects=parsed.defects,
+        limit_hits=tuple(hits),
+        envelope=envelope if envelope is not None else Envelope(),
+        list_headers=parsed.header("List-Id") is not None
+        or parsed.header("List-Unsubscribe") is not None,
+    )

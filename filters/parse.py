@@ -1,0 +1,422 @@
+"""Defensive parsing: any bytes in, a `Parsed` out, never an exception.
+
+Real mail breaks every rule: unknown charsets, 8-bit headers, missing blank lines, broken MIME
+boundaries, malformed encoded words, bad base64 padding. The stdlib parser with the compat32
+policy is the most forgiving (and the fastest); everything it leaves undecoded is decoded here,
+with fallbacks instead of errors. What was wrong is kept as `defects`, what was too big as
+`limit_hits`, so checks can score broken structure without the parser ever refusing a message.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from functools import lru_cache
+
+from filters.types import Limits, Parsed, Part
+
+MAX_DEFECTS = 50
+
+_PARSER = BytesParser(policy=compat32)
+
+# Charset labels that mail gets wrong, mapped to the codec a reader's client would use.
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "euc-kr": "cp949",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+    "tis-620": "cp874",
+    "x-sjis": "shift_jis",
+    "shift-jis": "shift_jis",
+    "iso-8859-1": "cp1252",  # what every client actually renders for latin-1 labels
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    # An ASCII label on 8-bit text says nothing about the text: guess (utf-8, then cp1252).
+    "us-ascii": "",
+    "ascii": "",
+    "ansi_x3.4-1968": "",
+    "utf8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+}
+_CHARSET_TOKEN = re.compile(r"[a-z0-9_.:+-]+")
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=", re.DOTALL)
+_CRLF = re.compile(r"[\r\n]+")
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_B64_DELETE = bytes(b for b in range(256) if b not in _B64_ALPHABET)
+_HTML_FILENAME = re.compile(r"\.(?:s?html?|xhtml|svg)\s*$", re.IGNORECASE)
+
+
+# --- bytes to text -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _codec(charset: str | None) -> str | None:
+    """The Python text codec for a declared charset, or None when unknown or not a text codec
+    (bytes-to-bytes codecs such as "base64" or "zlib" must never be applied to mail)."""
+    if not charset:
+        return None
+    match = _CHARSET_TOKEN.search(charset.strip().strip("\"'").lower())
+    if match is None:
+        return None
+    name = match.group(0).split("*", 1)[0]
+    name = _CHARSET_ALIASES.get(name, name)
+    if not name:
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def _bom_codec(data: bytes) -> str | None:
+    if data.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return None
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode with the declared charset; when that is unknown or wrong, utf-8, then the declared
+    charset with replacement, then cp1252, then latin-1 (which cannot fail)."""
+    codec = _bom_codec(data) or _codec(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except (UnicodeError, LookupError, ValueError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeError:
+        pass
+    if codec is not None and codec != "cp1252":
+        try:
+            return data.decode(codec, errors="replace")
+        except (UnicodeError, LookupError, ValueError):
+            pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeError:
+        return data.decode("latin-1")
+
+
+def _b64decode(data: bytes) -> bytes:
+    """Base64 with missing padding, line noise and stray characters tolerated."""
+    clean = data.translate(None, _B64_DELETE)
+    if len(clean) % 4 == 1:  # one dangling character carries no full byte
+        clean = clean[:-1]
+    clean += b"=" * (-len(clean) % 4)
+    try:
+        return binascii.a2b_base64(clean)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+def _header_text(value: str) -> str:
+    """compat32 keeps 8-bit header bytes as surrogate escapes: read them as utf-8, else cp1252."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogateescape")
+    return decode_bytes(raw, None)
+
+
+def _decode_word(charset: str, encoding: str, text: str) -> bytes:
+    data = text.encode("latin-1", "replace")
+    if encoding in "bB":
+        return _b64decode(data)
+    try:
+        return binascii.a2b_qp(data, header=True)
+    except (binascii.Error, ValueError):
+        return data
+
+
+def decode_rfc2047(value: str) -> str:
+    """Decode RFC 2047 encoded words, also malformed ones (spaces inside, bad padding, unknown
+    charsets). Adjacent words of one charset are joined as bytes before decoding, since senders
+    split multi-byte characters across words."""
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending: list[bytes] = []
+    pending_charset = ""
+    pos = 0
+
+    def flush() -> None:
+        if pending:
+            out.append(decode_bytes(b"".join(pending), pending_charset))
+            pending.clear()
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        charset = match.group(1).split("*", 1)[0].lower()
+        if between and not (pending and between.isspace()):
+            flush()
+            out.append(between)
+        elif pending and charset != pending_charset:
+            flush()
+        pending_charset = charset
+        pending.append(_decode_word(charset, match.group(2), match.group(3)))
+        pos = match.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def decode_header(value: object) -> str:
+    """A raw header value as one line of text: unfolded, 8-bit and RFC 2047 decoded, no CR/LF."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+        if text.isascii() and "=?" not in text and "\n" not in text and "\r" not in text:
+            return text.strip()  # the common case, kept cheap
+        # Unfolding removes the CRLF in front of continuation whitespace; stray CR/LF go too.
+        text = _header_text(text).replace("\r", "").replace("\n", "")
+        return decode_rfc2047(text).replace("\r", "").replace("\n", "").strip()
+    except Exception:  # a header must never stop the scan
+        return ""
+
+
+# --- message structure ---------------------------------------------------------------------
+
+
+def _prepare(raw: bytes) -> bytes:
+    """Drop an mbox "From " line and blank lines in front of the header block."""
+    if raw.startswith(b"From "):
+        end = raw.find(b"\n")
+        raw = raw[end + 1 :] if end >= 0 else b""
+    if raw[:1] in (b"\r", b"\n", b" ", b"\t"):
+        stripped = raw.lstrip(b" \t\r\n")
+        if _HEADER_LINE.match(stripped):
+            return stripped
+    return raw
+
+
+def _payload_bytes(node: Message) -> bytes:
+    payload = node.get_payload()
+    if isinstance(payload, bytes):
+        return payload
+    if not isinstance(payload, str):
+        return b""
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeError:
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def _decoded_payload(node: Message) -> bytes:
+    cte = str(node.get("content-transfer-encoding", "")).strip().lower()
+    data = _payload_bytes(node)
+    if "base64" in cte:
+        return _b64decode(data)
+    if "quoted" in cte:
+        try:
+            return binascii.a2b_qp(data)
+        except (binascii.Error, ValueError):
+            return data
+    if "uu" in cte:
+        decoded = node.get_payload(decode=True)
+        return decoded if isinstance(decoded, bytes) else data
+    return data
+
+
+def _guess_utf16(data: bytes) -> str | None:
+    """utf-16 without a BOM or charset: mostly NUL bytes on one side."""
+    head = data[:400]
+    if len(head) < 8 or head.count(0) < len(head) // 3:
+        return None
+    return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+
+
+def _charset(node: Message) -> str | None:
+    try:
+        charset = node.get_content_charset()
+    except Exception:
+        return None
+    if not charset:
+        return None
+    match = _CHARSET_TOKEN.search(str(charset).lower())
+    return match.group(0) if match else None
+
+
+def _content_type(node: Message) -> str:
+    try:
+        return node.get_content_type().lower()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _disposition(node: Message) -> str | None:
+    try:
+        value = node.get_content_disposition()
+    except Exception:
+        return None
+    if value is None:
+        return None
+    return "inline" if value.strip().lower() == "inline" else "attachment"
+
+
+def _filename(node: Message) -> str | None:
+    try:
+        name = node.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        return None
+    text = decode_header(name)
+    return text or None
+
+
+def _recover_multipart(node: Message) -> Message | None:
+    """A multipart whose declared boundary never occurs: guess the boundary from the first
+    delimiter-looking line that is followed by a MIME header, and parse again."""
+    payload = node.get_payload()
+    if not isinstance(payload, str):
+        return None
+    for match in _BOUNDARY_LINE.finditer(payload):
+        follow = payload[match.end() : match.end() + 200].lstrip("\r\n")
+        if follow[:8].lower() != "content-":
+            continue
+        boundary = match.group(1)
+        head = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+        try:
+            data = head.encode("ascii", "surrogateescape") + _payload_bytes(node)
+            recovered = _PARSER.parsebytes(data)
+        except Exception:
+            return None
+        return recovered if isinstance(recovered.get_payload(), list) else None
+    return None
+
+
+class _Walker:
+    """One pass over the MIME tree, depth-first in tree order, within the limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.parts: list[Part] = []
+        self.defects: dict[str, None] = {}
+        self.limit_hits: dict[str, None] = {}
+
+    def hit(self, name: str) -> None:
+        self.limit_hits.setdefault(name, None)
+
+    def defect(self, name: str) -> None:
+        if len(self.defects) < MAX_DEFECTS:
+            self.defects.setdefault(name, None)
+
+    def walk(self, root: Message) -> None:
+        stack: list[tuple[Message, int, bool]] = [(root, 0, False)]
+        while stack:
+            node, depth, recovered = stack.pop()
+            for found in getattr(node, "defects", ()):
+                self.defect(type(found).__name__)
+            payload = node.get_payload()
+            ctype = _content_type(node)
+            if isinstance(payload, list) and ctype != "message/delivery-status":
+                if depth >= self.limits.max_mime_depth:
+                    self.hit("max_mime_depth")
+                    continue
+                children = [c for c in payload if isinstance(c, Message)]
+                stack.extend((child, depth + 1, recovered) for child in reversed(children))
+                continue
+            if ctype.startswith("multipart/") and not recovered:
+                fixed = _recover_multipart(node)
+                if fixed is not None:
+                    self.defect("BoundaryRecovered")
+                    stack.append((fixed, depth, True))
+                    continue
+            if len(self.parts) >= self.limits.max_parts:
+                self.hit("max_parts")
+                return
+            self.leaf(node, ctype, depth)
+
+    def leaf(self, node: Message, ctype: str, depth: int) -> None:
+        data = _decoded_payload(node)
+        size = len(data)
+        if size > self.limits.max_part_bytes:
+            self.hit("max_part_bytes")
+            data = data[: self.limits.max_part_bytes]
+        charset = _charset(node)
+        filename = _filename(node)
+        disposition = _disposition(node)
+        self.parts.append(Part(ctype, charset, filename, disposition, size, depth))
+        is_html = ctype == "text/html" or (
+            filename is not None and _HTML_FILENAME.search(filename) is not None
+        )
+        if is_html:
+            self.htmls.append(self.text_of(data, charset))
+        elif (ctype == "text/plain" or ctype.startswith("multipart/")) and (
+            disposition != "attachment"
+        ):
+            # A multipart left as text (boundary lost, not recoverable) is shown as text.
+            if data.strip():
+                self.texts.append(self.text_of(data, charset))
+
+    @staticmethod
+    def text_of(data: bytes, charset: str | None) -> str:
+        if charset is None or not charset.startswith("utf-16"):
+            guess = _guess_utf16(data) if b"\x00" in data[:400] else None
+            if guess is not None and _bom_codec(data) is None:
+                charset = guess
+        return decode_bytes(data, charset)
+
+
+def _headers(msg: Message) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name, value in msg.raw_items():
+        out.append((decode_header(name), decode_header(value)))
+    return tuple(out)
+
+
+def _failed(raw_size: int, exc: BaseException, hits: tuple[str, ...]) -> Parsed:
+    return Parsed((), (), (), (), (f"ParseError: {type(exc).__name__}",), hits, raw_size)
+
+
+def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (frozen, shared)
+    """Parse any bytes into a `Parsed`. Never raises."""
+    size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else 0
+    hits: tuple[str, ...] = ()
+    try:
+        data = bytes(raw)
+        if len(data) > limits.max_message_bytes:
+            data = data[: limits.max_message_bytes]
+            hits = ("max_message_bytes",)
+        msg = _PARSER.parsebytes(_prepare(data))
+        headers = _headers(msg)
+    except Exception as exc:  # the parser itself failed: report, do not propagate
+        return _failed(size, exc, hits)
+    walker = _Walker(limits)
+    for name in hits:
+        walker.hit(name)
+    try:
+        walker.walk(msg)
+    except Exception as exc:  # keep what was walked so far; the defect says it stopped early
+        walker.defect(f"WalkError: {type(exc).__name__}")
+    return Parsed(
+        headers=headers,
+        texts=tuple(walker.texts),
+        htmls=tuple(walker.htmls),
+        parts=tuple(walker.parts),
+        defects=tuple(walker.defects),
+        limit_hits=tuple(walker.limit_hits),
+        size=size,
+    )

@@ -1,0 +1,52 @@
+"""Findings -> score -> verdict. Weights, group caps and thresholds all come from config."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from config.loader import Config
+from filters.checks import all_rules
+from filters.types import Finding, ScoredFinding
+
+
+def score(findings: tuple[Finding, ...], cfg: Config) -> tuple[float, tuple[ScoredFinding, ...]]:
+    """Sum of factor x weight, with each group's positive total capped at the group's cap.
+
+    A capped group scales its findings down proportionally, so that every finding still shows
+    the share it really contributed."""
+    descriptions = all_rules()
+    raw: list[tuple[Finding, str, float]] = []
+    for finding in findings:
+        rw = cfg.rules.get(finding.rule)
+        if rw is None:  # a rule without a weight is a config error caught by check-config
+            continue
+        raw.append((finding, rw.group, finding.factor * rw.weight))
+    totals: dict[str, float] = defaultdict(float)
+    for _, group, s in raw:
+        if s > 0:
+            totals[group] += s
+    scale = {
+        g: (cfg.groups[g] / t if cfg.groups.get(g) is not None and t > cfg.groups[g] else 1.0)
+        for g, t in totals.items()
+    }
+    scored = tuple(
+        ScoredFinding(
+            rule=f.rule,
+            group=group,
+            score=round(s * scale.get(group, 1.0) if s > 0 else s, 2),
+            evidence=f.evidence,
+            description=descriptions.get(f.rule, f.rule),
+        )
+        for f, group, s in raw
+        if s != 0
+    )
+    ordered = tuple(sorted(scored, key=lambda x: -abs(x.score)))
+    return round(sum(x.score for x in ordered), 2), ordered
+
+
+def decide(total: float, thresholds: dict[str, float]) -> str:
+    verdict = "pass"
+    for name in ("tag", "quarantine", "reject"):
+        if total >= thresholds[name]:
+            verdict = name
+    return verdict

@@ -1,0 +1,223 @@
+"""URLs as a browser would follow them: host, registrable domain, and the tricks around them.
+
+A link's text is what the reader trusts; its host is where the click goes. Hosts are read the
+way browsers read them (backslashes as slashes, "http:/\\host", percent-encoded and
+integer-encoded hosts, userinfo before "@"), so that the host we judge is the one that opens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urljoin
+
+from filters import domains
+from filters.types import Link
+
+URL_MAX = 4096  # longer URLs are cut (data: URIs carry whole images)
+OPAQUE_MAX = 256  # data: and javascript: are kept only as evidence
+
+_SPECIAL = frozenset({"http", "https", "ftp", "ws", "wss"})
+_OPAQUE = frozenset({"data", "javascript", "vbscript"})
+# Not destinations a click opens on the web: addresses, phone numbers, inline-part references.
+_SKIP = frozenset(
+    {"mailto", "tel", "sms", "callto", "fax", "cid", "mid", "about", "x-apple-data-detectors"}
+)
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
+_EDGE = re.compile(r"^[\x00-\x20]+|[\x00-\x20]+$")
+_INNER_WS = re.compile(r"[\t\r\n]")
+_AUTHORITY_END = re.compile(r"[/\\?#]")
+_TEXT_URL = re.compile(
+    r"(?:\b(?:https?|ftp)://|(?<![\w.@/-])www\.)[^\s<>\"'`\x00-\x1f\x7f]+", re.IGNORECASE
+)
+_TRAILING = ".,;:!?'\"*>]}|"
+_IPV4_PART = re.compile(r"0x[0-9a-f]*|[0-9]+")
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One part of a WHATWG IPv4 host: decimal, 0x-hex or 0-prefixed octal."""
+    if not _IPV4_PART.fullmatch(part):
+        return None
+    try:
+        if part.startswith("0x"):
+            return int(part[2:] or "0", 16)
+        if len(part) > 1 and part.startswith("0"):
+            return int(part[1:], 8)
+        return int(part)
+    except ValueError:  # "08" is not octal: browsers reject the host, so do we
+        return None
+
+
+def ipv4_host(host: str) -> str | None:
+    """Dotted form of a host that browsers read as IPv4 ("3232235777", "0xC0.0250.1"), or None."""
+    labels = host.split(".")
+    if labels and labels[-1] == "":
+        labels.pop()
+    if not labels or len(labels) > 4 or not _IPV4_PART.fullmatch(labels[-1]):
+        return None
+    numbers = [_ipv4_number(label) for label in labels]
+    if any(n is None for n in numbers):
+        return None
+    values = [n for n in numbers if n is not None]
+    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
+        return None
+    address = values[-1]
+    for i, n in enumerate(values[:-1]):
+        address += n << (8 * (3 - i))
+    return ".".join(str((address >> shift) & 255) for shift in (24, 16, 8, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Host:
+    host: str
+    is_ip: bool
+    has_userinfo: bool
+
+
+def _parse_authority(rest: str) -> _Host:
+    """rest: what follows "scheme:" with the leading slashes removed."""
+    end = _AUTHORITY_END.search(rest)
+    authority = rest[: end.start()] if end else rest
+    userinfo, at, hostport = authority.rpartition("@")
+    host = hostport
+    if host.startswith("["):
+        close = host.find("]")
+        host = host[: close + 1] if close > 0 else host
+        return _Host(host.lower(), domains.is_ip(host), bool(at))
+    head, colon, port = host.rpartition(":")
+    if colon and (port.isdigit() or not port):
+        host = head
+    if "%" in host:
+        host = unquote(host, errors="replace")
+    host = host.strip().lower().rstrip(".")
+    dotted = ipv4_host(host)
+    if dotted is not None:
+        return _Host(dotted, True, bool(at))
+    return _Host(domains.to_ascii(host), domains.is_ip(host), bool(at))
+
+
+def _redirect(url: str, params: frozenset[str], depth: int = 0) -> str | None:
+    """The http(s) target carried by a redirect parameter (innermost of two levels)."""
+    if not params or "?" not in url:
+        return None
+    query = url.split("?", 1)[1].split("#", 1)[0]
+    for name, value in parse_qsl(query, errors="replace"):
+        if name.lower() not in params:
+            continue
+        target = value.strip()
+        if target.lower().startswith(("http%3a", "https%3a")):
+            target = unquote(target, errors="replace")
+        if target.lower().startswith(("http://", "https://", "//")):
+            inner = _redirect(target, params, depth + 1) if depth == 0 else None
+            return inner or target
+    return None
+
+
+def make_link(
+    raw: str,
+    where: str,
+    shown: str | None = None,
+    *,
+    base: str | None = None,
+    redirect_params: frozenset[str] = frozenset(),
+) -> Link | None:
+    """A Link for one URL as found in the message, or None when it leads nowhere on the web
+    (mailto:, tel:, cid:, a bare fragment, a relative path without a base)."""
+    url = _INNER_WS.sub("", _EDGE.sub("", raw))  # as browsers do with an href
+    if not url or url.startswith("#"):
+        return None
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if "." in scheme and url[len(scheme) + 1 : len(scheme) + 2].isdigit():
+        scheme, match = "", None  # "www.example.com:8080/": a host with a port, not a scheme
+    if scheme in _SKIP:
+        return None
+    if scheme in _OPAQUE:
+        return Link(url[:OPAQUE_MAX], scheme, "", "", "", shown, where)
+    if match is None:
+        if url.startswith(("//", "\\\\")):
+            rest = url.lstrip("/\\")
+        elif url.lower().startswith("www."):
+            rest = url
+        elif base:
+            joined = urljoin(base, url)
+            if joined == url or not _SCHEME.match(joined):
+                return None
+            return make_link(joined, where, shown, redirect_params=redirect_params)
+        else:
+            return None
+    elif scheme in _SPECIAL:
+        rest = url[len(scheme) + 1 :].lstrip("/\\")
+    elif url[len(scheme) + 1 :].startswith("//"):
+        rest = url[len(scheme) + 3 :]
+    else:
+        return Link(url[:OPAQUE_MAX], scheme, "", "", "", shown, where)
+    parsed = _parse_authority(rest)
+    host = parsed.host
+    return Link(
+        url=url[:URL_MAX],
+        scheme=scheme,
+        host=host,
+        host_unicode=host if parsed.is_ip else domains.to_unicode(host),
+        registrable=domains.registrable(host) if host else "",
+        shown=shown,
+        where=where,
+        is_ip=parsed.is_ip,
+        has_userinfo=parsed.has_userinfo,
+        redirect_to=_redirect(url, redirect_params),
+    )
+
+
+def _strip_trailing(url: str) -> str:
+    """Drop sentence punctuation after a URL in text; keep a ")" that closes a "(" in it."""
+    while url:
+        last = url[-1]
+        if last in _TRAILING:
+            url = url[:-1]
+        elif last == ")" and url.count("(") < url.count(")"):
+            url = url[:-1]
+        else:
+            break
+    return url
+
+
+def text_urls(text: str) -> list[str]:
+    """URLs with a scheme, and "www." hosts without one, in plain text."""
+    found = []
+    for match in _TEXT_URL.finditer(text):
+        url = _strip_trailing(match.group(0))
+        if len(url) > 4 and not url.lower().endswith("://"):
+            found.append(url)
+    return found
+
+
+@dataclass(slots=True)
+class LinkSet:
+    """Links in message order, deduplicated on (url, where, shown), capped at `limit`."""
+
+    limit: int
+    redirect_params: frozenset[str] = frozenset()
+    links: list[Link] = field(default_factory=list)
+    seen: set[tuple[str, str, str | None]] = field(default_factory=set)
+    capped: bool = False
+
+    def add(self, raw: str, where: str, shown: str | None = None, base: str | None = None) -> None:
+        key = (raw, where, shown)
+        if key in self.seen:
+            return
+        if len(self.links) >= self.limit:
+            self.capped = True
+            return
+        self.seen.add(key)
+        try:
+            link = make_link(raw, where, shown, base=base, redirect_params=self.redirect_params)
+        except Exception:  # one odd URL must not cost the others
+            return
+        if link is None:
+            return
+        clean = (link.url, where, shown)
+        if clean != key:
+            if clean in self.seen:
+                return
+            self.seen.add(clean)
+        self.links.append(link)

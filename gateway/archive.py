@@ -1,0 +1,373 @@
+"""Read mail archives as a stream of raw messages: .eml files, directories, mbox, Maildir, stdin.
+
+One message is held in memory at a time (plus the line being read), so an mbox of millions of
+messages streams in flat memory. Nothing here parses mail: the engine gets the bytes as found.
+
+Sources name where a message came from, stable across runs so that replay can match labels:
+  * a file                          -> its path as given/joined ("corpus/dev/ham/x.eml")
+  * the N-th message of an mbox     -> "path#N" (1-based)
+  * a Maildir message               -> "maildir/cur/filename"
+  * stdin                           -> "-" (or "-#N" when stdin is an mbox)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+MBOX_SUFFIXES = (".mbox", ".mbx")
+MAILDIR_SUBDIRS = ("cur", "new", "tmp")
+_READ_CHUNK = 1 << 20
+
+# A separator after a blank line needs only a time of day ("From x@y Tue Sep  3 15:33:27 2002",
+# "From - Mon ..."); without the blank line it must look like a full ctime From_ line. Body
+# lines such as "From one solid piece of aluminium..." then do not split a message.
+_FROM_TIME = re.compile(rb"^From \S*.*\d{1,2}:\d{2}")
+_FROM_STRICT = re.compile(
+    rb"^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +"
+    rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} +\d{1,2}:\d{2}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    source: str
+    raw: bytes
+
+
+@dataclass(slots=True)
+class ArchiveStats:
+    """Counters filled while iterating (pass one to iter_messages to read them afterwards)."""
+
+    files: int = 0  # files opened (mbox, eml, Maildir entries)
+    messages: int = 0  # items yielded
+    errors: int = 0  # files or paths that could not be read
+    oversize: int = 0  # messages truncated to max_bytes + 1
+    error_paths: list[str] = field(default_factory=list)  # first few, for the summary
+
+    def error(self, path: str, why: object) -> None:
+        log.warning("cannot read %s: %s", path, why)
+        self.errors += 1
+        if len(self.error_paths) < 20:
+            self.error_paths.append(path)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def iter_messages(
+    paths: Sequence[str],
+    *,
+    max_bytes: int | None = None,
+    stats: ArchiveStats | None = None,
+) -> Iterator[Item]:
+    """Every message under `paths`, in a stable order, streaming.
+
+    Directories are walked recursively in sorted order, skipping dotfiles; a Maildir (a dir with
+    cur/new/tmp) yields cur then new. A file is an mbox when it is named *.mbox / *.mbx, or when
+    it starts with a "From " line and holds more than one message; otherwise it is one message.
+    With `max_bytes`, a larger message is cut to max_bytes + 1 bytes (still yielded, so the
+    engine records the limit) and the rest is skipped unread into memory.
+    Unreadable paths are logged and counted in `stats.errors`; they never stop the iteration.
+    """
+    st = stats if stats is not None else ArchiveStats()
+    for path in paths:
+        for item in _iter_path(path, max_bytes, st):
+            st.messages += 1
+            yield item
+
+
+def count_hint(paths: Sequence[str]) -> int | None:
+    """A cheap total for progress bars: the number of files, or None when it is unknowable
+    without reading (stdin, an mbox). May undercount if a plain file turns out to be an mbox."""
+    total = 0
+    for path in paths:
+        if path == "-" or path.lower().endswith(MBOX_SUFFIXES):
+            return None
+        if os.path.isdir(path):
+            for file in _walk_files(path, None):
+                if file.lower().endswith(MBOX_SUFFIXES):
+                    return None
+                total += 1
+        elif os.path.exists(path):
+            if _starts_with_from(path) and _size(path) > _READ_CHUNK:
+                return None  # a large explicit file starting with From_ is most likely an mbox
+            total += 1
+    return total
+
+
+# --------------------------------------------------------------------------- walking
+
+
+def _iter_path(path: str, max_bytes: int | None, st: ArchiveStats) -> Iterator[Item]:
+    if path == "-":
+        st.files += 1
+        yield from iter_stream(sys.stdin.buffer, "-", max_bytes=max_bytes, stats=st)
+        return
+    try:
+        is_dir = os.path.isdir(path)
+        exists = is_dir or os.path.exists(path)
+    except OSError as exc:
+        st.error(path, exc)
+        return
+    if not exists:
+        st.error(path, "no such file or directory")
+    elif is_dir:
+        for file in _walk_files(path, st):
+            yield from _iter_file(file, max_bytes, st, single=_in_maildir(file))
+    else:
+        yield from _iter_file(path, max_bytes, st, single=False)
+
+
+def _is_maildir(path: str) -> bool:
+    return all(os.path.isdir(os.path.join(path, sub)) for sub in MAILDIR_SUBDIRS)
+
+
+def _in_maildir(file: str) -> bool:
+    parent = os.path.dirname(file)
+    return os.path.basename(parent) in ("cur", "new") and _is_maildir(os.path.dirname(parent))
+
+
+def _walk_files(top: str, st: ArchiveStats | None) -> Iterator[str]:
+    """Files under `top` in sorted order; each real directory once (symlink loops are cut)."""
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: str) -> Iterator[str]:
+        try:
+            info = os.stat(folder)
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                return
+            seen.add(key)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if st is not None:
+                st.error(folder, exc)
+            return
+        if _is_maildir(folder):
+            yield from _walk_maildir(folder, entries, walk)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if _entry_is_dir(entry):
+                yield from walk(entry.path)
+            else:
+                yield entry.path
+
+    yield from walk(top)
+
+
+def _walk_maildir(
+    folder: str, entries: list[os.DirEntry[str]], walk: Callable[[str], Iterator[str]]
+) -> Iterator[str]:
+    # tmp/ holds deliveries in progress: never read. Maildir++ sub-folders (".Sent") are
+    # themselves Maildirs and are read after the folder's own mail.
+    for sub in ("cur", "new"):
+        try:
+            with os.scandir(os.path.join(folder, sub)) as it:
+                names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
+        except OSError:
+            continue
+        for name in names:
+            yield os.path.join(folder, sub, name)
+    for entry in entries:
+        if entry.name.startswith(".") and _entry_is_dir(entry) and _is_maildir(entry.path):
+            yield from walk(entry.path)
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _starts_with_from(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(5) == b"From "
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _iter_file(
+    path: str, max_bytes: int | None, st: ArchiveStats, *, single: bool
+) -> Iterator[Item]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed in finally; we yield while it is open
+    except OSError as exc:
+        st.error(path, exc)
+        return
+    st.files += 1
+    try:
+        force_mbox = not single and path.lower().endswith(MBOX_SUFFIXES)
+        if single:
+            yield Item(path, _read_bounded(fh, max_bytes, st))
+        else:
+            yield from iter_stream(fh, path, max_bytes=max_bytes, stats=st, force_mbox=force_mbox)
+    except OSError as exc:
+        st.error(path, exc)
+    finally:
+        fh.close()
+
+
+def _read_bounded(fh: BinaryIO, max_bytes: int | None, st: ArchiveStats) -> bytes:
+    if max_bytes is None:
+        return fh.read()
+    data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        st.oversize += 1
+    return data
+
+
+def iter_stream(
+    fh: BinaryIO,
+    name: str,
+    *,
+    max_bytes: int | None = None,
+    stats: ArchiveStats | None = None,
+    force_mbox: bool = False,
+) -> Iterator[Item]:
+    """The messages of one open binary stream (a file, a pipe): an mbox when it starts with a
+    From_ line and holds several messages (or `force_mbox`), else one message named `name`."""
+    st = stats if stats is not None else ArchiveStats()
+    head = _peek(fh, 5)
+    if not force_mbox and head != b"From ":
+        # The common case (.eml): one message, read in one call.
+        yield Item(name, head + _read_bounded_rest(fh, max_bytes, len(head), st))
+        return
+    messages = _split_mbox(fh, head, max_bytes, st)
+    first = next(messages, None)
+    if first is None:
+        return
+    second = next(messages, None)
+    if second is None and not force_mbox:
+        # A single message that starts with a From_ line (SpamAssassin corpus style): a plain
+        # message file, kept byte for byte as found, From_ line included.
+        yield Item(name, first.sep + first.body + first.tail)
+        return
+    yield Item(f"{name}#1", first.body)
+    del first
+    if second is None:
+        return
+    yield Item(f"{name}#2", second.body)
+    del second
+    for n, msg in enumerate(messages, start=3):
+        yield Item(f"{name}#{n}", msg.body)
+
+
+def _peek(fh: BinaryIO, n: int) -> bytes:
+    # Read exactly n bytes (or to EOF) without relying on seek, so pipes work.
+    data = b""
+    while len(data) < n:
+        chunk = fh.read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_bounded_rest(fh: BinaryIO, max_bytes: int | None, have: int, st: ArchiveStats) -> bytes:
+    if max_bytes is None:
+        return fh.read()
+    rest = fh.read(max(0, max_bytes + 1 - have))
+    if have + len(rest) > max_bytes:
+        st.oversize += 1
+        while fh.read(_READ_CHUNK):  # drain what is left of this message unkept
+            pass
+    return rest
+
+
+def _chunks(fh: BinaryIO, head: bytes) -> Iterator[bytes]:
+    """Lines of `head` + the stream, with their endings. A line longer than _READ_CHUNK comes
+    in several pieces, so a message without newlines cannot balloon memory."""
+    if head and not head.endswith(b"\n"):
+        head += fh.readline(_READ_CHUNK)
+    if head:
+        yield head
+    while line := fh.readline(_READ_CHUNK):
+        yield line
+
+
+@dataclass(slots=True)
+class _MboxMessage:
+    sep: bytes  # the From_ line ("" for text before the first one)
+    body: bytes  # the message as yielded
+    tail: bytes  # the blank line the mbox writer added before the next From_ line
+
+
+def _split_mbox(
+    fh: BinaryIO, head: bytes, max_bytes: int | None, st: ArchiveStats
+) -> Iterator[_MboxMessage]:
+    """Each message of an mbox, without its From_ line and the mbox's blank line after it.
+
+    ">From " escapes are kept as found: mboxo and mboxrd cannot be told apart, and no check
+    depends on it.
+    """
+    sep = b""
+    buf: list[bytes] = []
+    size = 0
+    cut = False
+    at_start = True  # the current chunk begins a line
+    prev_blank = True
+    started = False
+    for chunk in _chunks(fh, head):
+        line_start, at_start = at_start, chunk.endswith(b"\n")
+        if line_start and chunk.startswith(b"From ") and _is_separator(chunk, prev_blank):
+            if started or any(part.strip() for part in buf):
+                # Text before the first separator of a *.mbox is kept as a message too.
+                yield _finish(sep, buf, cut, st)
+            started = True
+            sep, buf, size, cut, prev_blank = chunk, [], 0, False, False
+            continue
+        prev_blank = line_start and chunk in (b"\n", b"\r\n")
+        if cut:
+            continue
+        if max_bytes is not None and size + len(chunk) > max_bytes:
+            buf.append(chunk[: max_bytes + 1 - size])
+            cut = True
+            continue
+        buf.append(chunk)
+        size += len(chunk)
+    if started or any(part.strip() for part in buf):
+        yield _finish(sep, buf, cut, st)
+
+
+def _is_separator(line: bytes, prev_blank: bool) -> bool:
+    if prev_blank and _FROM_TIME.match(line):
+        return True
+    return bool(_FROM_STRICT.match(line))
+
+
+def _finish(sep: bytes, buf: list[bytes], cut: bool, st: ArchiveStats) -> _MboxMessage:
+    tail = b""
+    if cut:
+        st.oversize += 1
+    elif buf and buf[-1] in (b"\n", b"\r\n"):
+        tail = buf.pop()
+    return _MboxMessage(sep, b"".join(buf), tail)
+
+
+def iter_sources(items: Iterable[Item]) -> Iterator[str]:
+    """Only the sources (for listings and tests)."""
+    for item in items:
+        yield item.source

@@ -1,0 +1,94 @@
+"""`brandgate serve`: the SMTP gateway beside Postfix (after-queue filter or before-queue proxy).
+
+Signals: SIGTERM / SIGINT drain and exit 0; SIGHUP reloads config and brand registry (a bad
+config is refused and the running one stays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from config.loader import ConfigError
+from gateway.scanpool import EngineFactory, default_engine_factory
+from gateway.server import Gateway, build_gateway
+
+log = logging.getLogger("brandgate.serve")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the SMTP gateway",
+        description="Run the SMTP gateway. Without a config it listens on 127.0.0.1:10025 "
+        "and relays to 127.0.0.1:10026 (after-queue) with the shipped defaults.",
+    )
+    p.add_argument("--config", metavar="FILE|DIR", help="admin config file or directory")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    p.add_argument("--next-hop", metavar="HOST:PORT", help="where accepted mail goes")
+    p.add_argument("--mode", choices=("after-queue", "before-queue"), help="how Postfix uses us")
+    p.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
+    p.add_argument(
+        "--trusted-authserv",
+        metavar="ID",
+        action="append",
+        help="trust Authentication-Results of this authserv-id (repeatable; replaces the config)",
+    )
+    p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus endpoint ('' to disable)")
+    p.add_argument("--workers", type=int, metavar="N", help="scan processes (0 = one per CPU)")
+    p.set_defaults(func=handler)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "listen": args.listen,
+        "next_hop": args.next_hop,
+        "mode": args.mode,
+        "quarantine_dir": args.quarantine_dir,
+        "trusted_authserv": args.trusted_authserv,
+        "metrics": args.metrics,
+        "workers": args.workers,
+    }
+
+
+def handler(args: argparse.Namespace) -> int:
+    return run(args)
+
+
+def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine_factory) -> int:
+    try:
+        gateway = build_gateway(args.config, overrides_from(args), engine_factory=engine_factory)
+    except ConfigError as exc:
+        print(f"brandgate serve: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(gateway))
+
+
+async def serve(gateway: Gateway) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        await gateway.start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        await gateway.stop()
+        return 1
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading configuration")
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.info("stopping: draining sessions (up to %g s)", gateway.settings.drain_timeout)
+    await gateway.stop()
+    return 0

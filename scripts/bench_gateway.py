@@ -1,0 +1,311 @@
+"""Benchmark brandgate as a Postfix after-queue filter against a pass-through relay.
+
+One Postfix instance (the lab of tests/e2e/postfix.py: front door -> content_filter -> filter
+-> re-injection -> sink), the filter port served in turn by a pass-through relay (baseline)
+and by `brandgate serve`, in the same run on the same corpus mail. Then a burst of concurrent
+SMTP sessions straight at brandgate in before-queue mode. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS_PATH = ROOT / "tests" / "e2e" / "postfix.py"
+
+DEFINITIONS = {
+    "throughput": "messages / (arrival of the last message at the sink - start of the first "
+    "SMTP transaction at Postfix's front door)",
+    "e2e_latency": "per message: arrival at the sink (sink clock, stamped on receipt) - start of "
+    "its SMTP transaction (MAIL FROM) at the front door; includes Postfix's queueing under load",
+    "front_latency": "per message: start of its SMTP transaction - Postfix's 250 to DATA",
+    "added_latency": "brandgate e2e latency percentile - pass-through e2e latency percentile, "
+    "same run, same messages",
+}
+
+
+def load_harness() -> Any:
+    spec = importlib.util.spec_from_file_location("brandgate_postfix_lab", HARNESS_PATH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def ms(x: float) -> float:
+    return round(x * 1000, 1)
+
+
+def measure(
+    h: Any, lab: Any, filt: Any, name: str, args: argparse.Namespace, qdir: Path | None
+) -> dict[str, Any]:
+    """Run the corpus load through whatever `filt` is, on the filter port."""
+    lab.add(filt)
+    # A few warm-up messages: process pools, imports and connection caches start cold.
+    warm = h.corpus_load(args.warmup, f"{name}-warm")
+    h.run_load(lab.ports.front, warm, 2)
+    h.wait_arrivals(lab.maildir, [s for s, _ in warm], qdir, timeout=120, stall=30)
+    archive(lab)
+
+    messages = h.corpus_load(args.messages, f"{name}-run")
+    load = h.run_load(lab.ports.front, messages, args.sessions)
+    arrivals = h.wait_arrivals(lab.maildir, load.accepted, qdir, timeout=args.timeout, stall=60)
+    filt.stop()
+    lab.procs.remove(filt)
+
+    arrived_at = {
+        m.get(h.SEQ_HEADER): float(m.get(h.SINK_TIME_HEADER)) for m in lab.maildir.messages()
+    }
+    archive(lab)
+    e2e = [arrived_at[s] - load.results[s].started for s in load.accepted if s in arrived_at]
+    front = [r.finished - r.started for r in load.results.values() if r.ok]
+    last = max(arrived_at.values(), default=load.finished)
+    elapsed = last - load.started
+    quarantined = sum(arrivals.quarantine.values())
+    delivered = sum(arrivals.sink.values())
+    done = len(set(arrivals.sink) | set(arrivals.quarantine))
+    return {
+        "variant": name,
+        "messages": len(messages),
+        "accepted_by_postfix": len(load.accepted),
+        "refused_by_postfix": len(load.failed),
+        "delivered_to_sink": delivered,
+        "quarantined": quarantined,
+        "lost": len(arrivals.missing(load.accepted)),
+        "duplicates": sum(n - 1 for n in arrivals.duplicates().values()),
+        "elapsed_s": round(elapsed, 3),
+        "throughput_msgs_per_s": round(done / elapsed, 1) if elapsed > 0 else 0.0,
+        "e2e_p50_ms": ms(pct(e2e, 50)),
+        "e2e_p99_ms": ms(pct(e2e, 99)),
+        "e2e_mean_ms": ms(statistics.fmean(e2e)) if e2e else None,
+        "front_p50_ms": ms(pct(front, 50)),
+        "front_p99_ms": ms(pct(front, 99)),
+        "_e2e": e2e,
+    }
+
+
+def archive(lab: Any) -> None:
+    """Move delivered mail out of the sink's new/ so that counts start at zero."""
+    new = lab.maildir.root / "new"
+    old = lab.maildir.root / "cur"
+    for p in new.iterdir():
+        p.rename(old / p.name)
+
+
+async def burst(
+    h: Any, port: int, messages: list[tuple[str, bytes]], timeout: float
+) -> dict[str, Any]:
+    """Open every session first, then send one message on each, all at once."""
+    import aiosmtplib
+
+    errors: list[str] = []
+    connected = asyncio.Event()
+    n_connected = 0
+
+    async def session(seq: str, raw: bytes) -> float | None:
+        nonlocal n_connected
+        client = aiosmtplib.SMTP(
+            hostname=h.LOOPBACK,
+            port=port,
+            timeout=timeout,
+            start_tls=False,
+            local_hostname="burst.test.invalid",
+        )
+        try:
+            await client.connect()
+            n_connected += 1
+            if n_connected == len(messages):
+                connected.set()
+            await asyncio.wait_for(connected.wait(), timeout)
+            t0 = time.monotonic()
+            await client.sendmail("sender@sender.test.invalid", ["rcpt@example.test"], raw)
+            took = time.monotonic() - t0
+            await client.quit()
+            return took
+        except Exception as exc:  # every failure is a counted error, not a crash
+            errors.append(f"{seq}: {type(exc).__name__}: {str(exc)[:160]}")
+            connected.set()
+            return None
+        finally:
+            client.close()
+
+    t0 = time.monotonic()
+    took = await asyncio.gather(*(session(s, r) for s, r in messages))
+    ok = [t for t in took if t is not None]
+    return {
+        "sessions": len(messages),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "elapsed_s": round(time.monotonic() - t0, 3),
+        "reply_p50_ms": ms(pct(ok, 50)),
+        "reply_p99_ms": ms(pct(ok, 99)),
+    }
+
+
+def run_burst(
+    h: Any, lab: Any, base: Path, config: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    port = h.free_ports(1)[0]
+    qdir = base / "quarantine-burst"
+    gate = h.brandgate_proc(
+        port,
+        lab.ports.reinject,
+        "before-queue",
+        qdir,
+        base / "logs" / "brandgate-burst.log",
+        config=config,
+    )
+    lab.add(gate)
+    messages = h.corpus_load(args.burst, "burst")
+    res = asyncio.run(burst(h, port, messages, args.timeout))
+    arrivals = h.wait_arrivals(lab.maildir, [s for s, _ in messages], qdir, timeout=120, stall=30)
+    res["delivered_to_sink"] = sum(arrivals.sink.values())
+    res["quarantined"] = sum(arrivals.quarantine.values())
+    res["lost"] = len(arrivals.missing([s for s, _ in messages])) - res["errors"]
+    res["duplicates"] = sum(n - 1 for n in arrivals.duplicates().values())
+    if res["errors"]:
+        res["brandgate_log_tail"] = gate.log_tail(15)
+    gate.stop()
+    lab.procs.remove(gate)
+    archive(lab)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--messages", type=int, default=500, help="corpus messages per variant")
+    ap.add_argument("--sessions", type=int, default=6, help="concurrent client sessions")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="pass-through/brandgate pairs (median kept)"
+    )
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument(
+        "--burst", type=int, default=100, help="concurrent sessions straight at brandgate (0: skip)"
+    )
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--baseline-only", action="store_true", help="only the pass-through relay")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the lab directory (logs)")
+    args = ap.parse_args(argv)
+
+    h = load_harness()
+    if (why := h.skip_reason()) is not None:
+        print(f"bench-gateway: cannot run: {why}", file=sys.stderr)
+        return 2
+    if not h.corpus_files(1):
+        print(f"bench-gateway: no corpus at {h.CORPUS_DEV}", file=sys.stderr)
+        return 2
+    if not args.baseline_only and (why := h.brandgate_serve_available()) is not None:
+        print(f"bench-gateway: {why}", file=sys.stderr)
+        return 2
+
+    base = Path(tempfile.mkdtemp(prefix="brandgate-bench-"))
+    # Every message reaches the sink, so both variants do the same delivery work and each
+    # message has an arrival time; brandgate still scans every message in full.
+    config = h.write_overlay_config(base / "config", tag=4.0, quarantine=1000.0, reject=2000.0)
+    qdir = base / "quarantine"
+    out: dict[str, Any] = {"definitions": DEFINITIONS, "cpus": os.cpu_count()}
+    out["settings"] = {k: v for k, v in vars(args).items() if k not in ("json",)}
+    rounds: dict[str, list[dict[str, Any]]] = {"passthrough": [], "brandgate": []}
+    try:
+        with h.running_lab(base / "lab") as lab:
+            for r in range(args.rounds):
+                rounds["passthrough"].append(
+                    measure(h, lab, lab.relay(f"relay-{r}.log"), "pass", args, None)
+                )
+                print(summary_line(rounds["passthrough"][-1]), flush=True)
+                if not args.baseline_only:
+                    gate = lab.brandgate(qdir, config=config, log_name=f"brandgate-{r}.log")
+                    rounds["brandgate"].append(measure(h, lab, gate, "brandgate", args, qdir))
+                    print(summary_line(rounds["brandgate"][-1]), flush=True)
+            if args.burst and not args.baseline_only:
+                out["burst_before_queue"] = run_burst(h, lab, base, config, args)
+            out["postfix_queue_left"] = len(lab.postfix.queued())
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"lab kept in {base}")
+
+    for name, runs in rounds.items():
+        if runs:
+            best = sorted(runs, key=lambda x: x["throughput_msgs_per_s"])[len(runs) // 2]
+            out[name] = {k: v for k, v in best.items() if not k.startswith("_")}
+            out[name]["rounds_throughput"] = [x["throughput_msgs_per_s"] for x in runs]
+    if rounds["brandgate"]:
+        p, b = out["passthrough"], out["brandgate"]
+        out["throughput_ratio"] = round(b["throughput_msgs_per_s"] / p["throughput_msgs_per_s"], 3)
+        out["added_latency_p50_ms"] = round(b["e2e_p50_ms"] - p["e2e_p50_ms"], 1)
+        out["added_latency_p99_ms"] = round(b["e2e_p99_ms"] - p["e2e_p99_ms"], 1)
+    report(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    ok = (
+        out.get("throughput_ratio", 1.0) >= 0.7
+        and out.get("burst_before_queue", {}).get("errors", 0) == 0
+    )
+    return 0 if ok else 1
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    return (
+        f"  {r['variant']:<10} {r['throughput_msgs_per_s']:>7.1f} msg/s  e2e p50 {r['e2e_p50_ms']} ms"
+        f" p99 {r['e2e_p99_ms']} ms  delivered {r['delivered_to_sink']} quarantined {r['quarantined']}"
+        f" lost {r['lost']} dup {r['duplicates']} refused {r['refused_by_postfix']}"
+    )
+
+
+def report(out: dict[str, Any]) -> None:
+    print("\nDefinitions:")
+    for k, v in out["definitions"].items():
+        print(f"  {k}: {v}")
+    for name in ("passthrough", "brandgate"):
+        if name in out:
+            print(f"\n{name}:")
+            for k, v in out[name].items():
+                print(f"  {k}: {v}")
+    if "throughput_ratio" in out:
+        verdict = "OK" if out["throughput_ratio"] >= 0.7 else "BELOW TARGET"
+        print(
+            f"\nthroughput ratio brandgate/pass-through: {out['throughput_ratio']} (target >= 0.7: {verdict})"
+        )
+        print(
+            f"added e2e latency: p50 {out['added_latency_p50_ms']} ms, p99 {out['added_latency_p99_ms']} ms"
+        )
+    if "burst_before_queue" in out:
+        b = out["burst_before_queue"]
+        print(
+            f"\n{b['sessions']} concurrent sessions straight at brandgate (before-queue): "
+            f"errors {b['errors']} (target 0), delivered {b['delivered_to_sink']}, "
+            f"quarantined {b['quarantined']}, lost {b['lost']}, duplicates {b['duplicates']}, "
+            f"reply p50 {b['reply_p50_ms']} ms p99 {b['reply_p99_ms']} ms"
+        )
+        for e in b["error_samples"]:
+            print(f"    {e}")
+    print(f"Postfix queue left over: {out.get('postfix_queue_left')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

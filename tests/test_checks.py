@@ -1,0 +1,283 @@
+"""Each rule: a small case that fires and a near miss that must not (with why it is legitimate)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from filters.checks import (
+    CHECKS,
+    auth_claim,
+    brand_sender,
+    link_diversion,
+    link_mismatch,
+    links_suspicious,
+    lure,
+    reply_to,
+    structure,
+)
+from filters.types import AuthResult, Features, Finding, Part
+from tests.factories import CTX, addr, claim, dkim_pass, features, link
+
+
+def rules_of(found: object) -> set[str]:
+    return {f.rule for f in found}  # type: ignore[attr-defined]
+
+
+Case = tuple[str, Callable[[], tuple[Features, object]], str]
+
+
+def _run(module: object, f: Features, c: object) -> list[Finding]:
+    return list(module.run(f, c, CTX))  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------- brand_sender
+
+
+def test_sender_unverified_fires_on_brand_name_from_other_domain() -> None:
+    f = features("rewards@best-deals-outlet.shop", display="Amazon Rewards")
+    found = _run(brand_sender, f, claim())
+    assert rules_of(found) == {"BRAND_SENDER_UNVERIFIED"}
+    assert "best-deals-outlet.shop" in " ".join(found[0].evidence)
+
+
+def test_sender_unverified_silent_for_brand_domain() -> None:
+    # Amazon's own mail from a subdomain of one of its sender domains.
+    f = features("shipment-tracking@email.amazon.com", display="Amazon.com")
+    assert _run(brand_sender, f, claim()) == []
+
+
+def test_freemail_fires_with_claim() -> None:
+    f = features("paypal.service@gmail.com", display="PayPal Service")
+    assert rules_of(_run(brand_sender, f, claim("paypal"))) == {
+        "BRAND_SENDER_UNVERIFIED",
+        "BRAND_FREEMAIL_SENDER",
+    }
+
+
+def test_freemail_silent_without_claim() -> None:
+    # A person writing from Gmail claims no brand.
+    assert _run(brand_sender, features("jane@gmail.com", display="Jane Doe"), None) == []
+
+
+def test_domain_spoof_fires_on_trusted_dmarc_fail() -> None:
+    f = features(
+        "service@paypal.com",
+        display="PayPal",
+        auth=(AuthResult("mx.example", "dmarc", "fail", "paypal.com"),),
+    )
+    assert rules_of(_run(brand_sender, f, claim("paypal"))) == {"BRAND_DOMAIN_SPOOF"}
+
+
+def test_domain_spoof_silent_on_dmarc_pass() -> None:
+    # The real PayPal, DMARC passing at our trusted receiver.
+    f = features(
+        "service@paypal.com",
+        display="PayPal",
+        auth=(AuthResult("mx.example", "dmarc", "pass", "paypal.com"),),
+    )
+    assert _run(brand_sender, f, claim("paypal")) == []
+
+
+# --------------------------------------------------------------------- auth_claim
+
+
+def test_authenticated_fires_on_aligned_brand_dkim() -> None:
+    f = features("ship@amazon.com", display="Amazon", auth=(dkim_pass("amazon.com"),))
+    assert rules_of(_run(auth_claim, f, claim())) == {"BRAND_AUTHENTICATED"}
+
+
+def test_authenticated_silent_for_esp_signature() -> None:
+    # An ESP's signature authenticates the ESP's customer, not the brand.
+    f = features("deals@promo.example", display="Amazon", auth=(dkim_pass("sendgrid.net"),))
+    assert _run(auth_claim, f, claim()) == []
+
+
+# --------------------------------------------------------------------- link_diversion
+
+
+def test_diversion_fires_when_links_leave_the_brand() -> None:
+    f = features(
+        "a@amazon-gifts.example",
+        links=(link("https://best-deals-outlet.shop/claim", shown="Claim your gift"),),
+    )
+    found = _run(link_diversion, f, claim())
+    assert rules_of(found) == {"BRAND_LINK_DIVERSION"}
+    assert "best-deals-outlet.shop" in found[0].evidence[0]
+
+
+def test_diversion_silent_for_brand_links_and_brand_esp_tracking() -> None:
+    # Amazon's own mail: its links, its CDN images, and its ESP click tracking.
+    f = features(
+        "ship@amazon.com",
+        links=(
+            link("https://www.amazon.com/orders"),
+            link("https://click.exct.net/?qs=1"),
+            link("https://m.media-amazon.com/logo.png", where="html-img"),
+        ),
+    )
+    assert _run(link_diversion, f, claim()) == []
+
+
+def test_diversion_follows_redirect_targets() -> None:
+    f = features(
+        "x@amazon.com",
+        links=(
+            link(
+                "https://www.amazon.com/r?url=https://evil-site.net/",
+                redirect_to="https://evil-site.net/",
+            ),
+        ),
+    )
+    assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINK_DIVERSION"}
+
+
+# --------------------------------------------------------------------- link_mismatch
+
+
+def test_mismatch_fires_when_shown_host_differs() -> None:
+    f = features(
+        links=(link("http://login-verify.net/pp", shown="https://www.paypal.com/signin"),)
+    )
+    found = _run(link_mismatch, f, None)
+    assert rules_of(found) == {"LINK_TEXT_MISMATCH"}
+    assert found[0].factor == 1.0  # a brand's address shown
+
+
+@pytest.mark.parametrize(
+    ("href", "shown", "why"),
+    [
+        ("https://www.amazon.co.uk/x", "www.amazon.com", "same label, other public suffix"),
+        ("https://click.exct.net/?q=1", "www.shop.example", "the sender's ESP click tracking"),
+        ("https://links.example.org/t/1", "www.shop.example", "the sender's own tracking domain"),
+        ("https://www.amazon.com/x", "Click here for details.", "text, not an address"),
+    ],
+)
+def test_mismatch_near_misses(href: str, shown: str, why: str) -> None:
+    f = features("news@example.org", links=(link(href, shown=shown),))
+    assert _run(link_mismatch, f, None) == [], why
+
+
+# --------------------------------------------------------------------- links_suspicious
+
+
+@pytest.mark.parametrize(
+    ("lk", "rule"),
+    [
+        (link("https://bit.ly/3xYz"), "LINK_SHORTENER"),
+        (link("http://192.0.2.7/paypal/login", is_ip=True), "LINK_IP_LITERAL"),
+        (link("http://paypal.com@evil-site.net/", has_userinfo=True), "LINK_USERINFO"),
+        (link("https://secure-login.top/"), "LINK_SUSPICIOUS_TLD"),
+        (link("https://site.weebly.com/login"), "LINK_FREE_HOSTING"),
+        (
+            link(
+                "https://track-link.net/r?u=https://evil-site.net/",
+                redirect_to="https://evil-site.net/",
+            ),
+            "LINK_REDIRECTOR",
+        ),
+    ],
+)
+def test_suspicious_links_fire(lk: object, rule: str) -> None:
+    assert rule in rules_of(_run(links_suspicious, features(links=(lk,)), None))  # type: ignore[arg-type]
+
+
+def test_suspicious_links_near_misses() -> None:
+    # An ordinary https link, an image on a shortener-free CDN, and a redirect to the same site.
+    f = features(
+        links=(
+            link("https://www.example.org/page"),
+            link("https://192.0.2.8/pixel.gif", where="html-img", is_ip=True),
+            link(
+                "https://www.example.org/r?u=https://www.example.org/x",
+                redirect_to="https://www.example.org/x",
+            ),
+        )
+    )
+    assert _run(links_suspicious, f, None) == []
+
+
+# --------------------------------------------------------------------- lure
+
+
+def test_lure_fires_on_gift_card_with_claim() -> None:
+    f = features(subject="You have been selected", body="Claim your gift card within 24 hours")
+    found = {x.rule: x for x in _run(lure, f, claim())}
+    assert set(found) == {"LURE_REWARD", "LURE_URGENCY"}
+    assert found["LURE_REWARD"].factor == 0.8
+
+
+def test_lure_other_languages() -> None:
+    f = features(body="Resgate seu cartão presente agora. 您的礼品卡")
+    found = _run(lure, f, claim())
+    assert rules_of(found) == {"LURE_REWARD"}
+
+
+def test_lure_weak_without_claim_and_no_partial_words() -> None:
+    # "gift cards" in a shop newsletter: still found, but weak without a brand claim;
+    # "giftcardholder" is not the phrase.
+    found = _run(lure, features(body="Our gift card is back! giftcardholder"), None)
+    assert [x.factor for x in found] == [0.21]
+    assert _run(lure, features(body="The giftcardholder design sold out"), None) == []
+
+
+# --------------------------------------------------------------------- reply_to
+
+
+def test_reply_to_freemail_fires() -> None:
+    f = features("service@bank-example.com", reply_to=(addr("refunds.desk@gmail.com"),))
+    assert rules_of(_run(reply_to, f, None)) == {"REPLY_TO_FREEMAIL"}
+
+
+def test_reply_to_same_organisation_silent() -> None:
+    # Replies to another host of the same registrable domain.
+    f = features("news@mail.example.org", reply_to=(addr("help@support.example.org"),))
+    assert _run(reply_to, f, None) == []
+
+
+def test_reply_to_brand_own_domain_silent() -> None:
+    # PayPal replying through its German domain.
+    f = features("service@paypal.com", reply_to=(addr("hilfe@paypal.de"),))
+    assert _run(reply_to, f, claim("paypal")) == []
+
+
+# --------------------------------------------------------------------- structure
+
+
+def test_structure_fires_on_form_and_html_attachment() -> None:
+    f = features(
+        links=(link("https://collect.example/post", where="html-form"),),
+        attachments=(Part("text/html", "utf-8", "invoice.html", "attachment", 900, 1),),
+    )
+    assert rules_of(_run(structure, f, None)) == {"HTML_FORM", "HTML_ATTACHMENT"}
+
+
+def test_structure_silent_for_pdf_attachment() -> None:
+    # An invoice PDF is ordinary business mail.
+    f = features(attachments=(Part("application/pdf", None, "invoice.pdf", "attachment", 9000, 1),))
+    assert _run(structure, f, None) == []
+
+
+def test_limit_exceeded_is_a_finding() -> None:
+    f = replace(features(), limit_hits=("max_parts",))
+    assert rules_of(_run(structure, f, None)) == {"LIMIT_EXCEEDED"}
+
+
+# --------------------------------------------------------------------- meta
+
+
+def test_every_rule_is_weighted_described_and_tested() -> None:
+    from config.loader import load_config
+
+    cfg = load_config()
+    here = Path(__file__).parent
+    source = (here / "test_checks.py").read_text(encoding="utf-8")
+    lookalike_tests = (here / "test_lookalike.py").read_text(encoding="utf-8")
+    for check in CHECKS:
+        for rule, desc in check.RULES.items():
+            assert rule in cfg.rules, f"{rule} has no weight in config/brandgate.toml"
+            assert desc and desc[0].isupper(), f"{rule} needs a description"
+            assert rule in source or rule in lookalike_tests, f"{rule} has no test"
