@@ -38,6 +38,12 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoringSettings:
+    unclaimed_factor: float = 0.5
+    unclaimed_exempt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RuleWeight:
     weight: float
     group: str
@@ -53,6 +59,7 @@ class Config:
     registry: BrandRegistry
     lists: Lists
     lexicon: Lexicon
+    scoring: ScoringSettings = ScoringSettings()
     gateway: dict[str, Any] = field(default_factory=dict)  # validated by gateway.settings
     sources: tuple[str, ...] = ()  # files read, in order (for logs and check-config)
 
@@ -140,7 +147,20 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], file: Path, where: 
 # --------------------------------------------------------------------------- main file
 
 _ENGINE_KEYS = {"trusted_authserv_ids", "verify_dkim", "dns_timeout", "scan_timeout"}
-_TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway"}
+_TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring"}
+
+
+def _scoring(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> ScoringSettings:
+    tbl = _table(doc, "scoring", file)
+    _check_keys(tbl, {"unclaimed_factor", "unclaimed_exempt"}, file, "scoring.")
+    factor = _num(tbl.get("unclaimed_factor", 0.5), file, "scoring.unclaimed_factor", 0.0)
+    if factor > 1:
+        raise ConfigError(file, "scoring.unclaimed_factor", "must be between 0 and 1")
+    exempt = _strs(tbl.get("unclaimed_exempt", []), file, "scoring.unclaimed_exempt")
+    for g in exempt:
+        if g not in groups:
+            raise ConfigError(file, "scoring.unclaimed_exempt", f"unknown group {g!r}")
+    return ScoringSettings(factor, exempt)
 
 
 def _engine(doc: dict[str, Any], file: Path) -> EngineSettings:
@@ -309,7 +329,20 @@ def _load_lexicon(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> L
                     if norm:
                         terms[(norm, cat)] = LureTerm(norm, cat, lang)
     cues = _load_cues(dirs, read)
-    return Lexicon(tuple(terms.values()), cues["before"], cues["after"], cues["generic_author"])
+    # A lure word right after a brand name ("Visa Gift Card", "NETTO Gutschein") speaks as
+    # the brand just as "account" or "team" do.
+    lure_words = frozenset(
+        first
+        for t in terms.values()
+        if (first := (words_skeleton(t.phrase).split() or [""])[0]) and len(first) >= 4
+    )
+    return Lexicon(
+        tuple(terms.values()),
+        cues["before"],
+        cues["after"],
+        cues["generic_author"],
+        lure_words,
+    )
 
 
 def _load_cues(
@@ -372,6 +405,7 @@ def load_config(path: Path | str | None = None) -> Config:
         thresholds=_thresholds(doc, last),
         groups=groups,
         rules=_rules(doc, last, groups),
+        scoring=_scoring(doc, last, groups),
         registry=registry,
         lists=_load_lists(dirs, read),
         lexicon=_load_lexicon(dirs, read),

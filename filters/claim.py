@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from filters.context import Context
+from filters.lookalike import classify
 from filters.registry import Brand, BrandRegistry, Lexicon
 from filters.text import skeleton, words_skeleton
 from filters.types import BrandClaim, Features
@@ -22,6 +23,7 @@ from filters.types import BrandClaim, Features
 # How strongly each place speaks *as* the brand.
 STRENGTH = {
     "display-name": 1.0,
+    "from-domain": 0.7,
     "from-local-part": 0.8,
     "subject": 0.6,
     "link-text": 0.5,
@@ -31,12 +33,14 @@ STRENGTH = {
 # How explanations name each place a claim can be made.
 PLACE_NAMES = {
     "display-name": "the display name",
+    "from-domain": "the sender's domain",
     "from-local-part": "the sender address",
     "subject": "the subject",
     "img-alt": "an image's alt text",
     "link-text": "a link's text",
     "body": "the opening lines",
 }
+_FROM_WORDS = frozenset({"from", "von", "de", "da", "do", "van", "di", "del"})
 _URLISH = re.compile(r"(?:https?://|www\.)|\b[a-z0-9-]+\.(?:com|net|org|co|de|fr|br|uk|it|es)\b")
 _NONLATIN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 _BODY_HEAD = 600  # characters of the body that count as the "opening lines"
@@ -77,7 +81,10 @@ def _index(registry: BrandRegistry) -> _Index:
         return hit[1]
     idx = _Index()
     for brand in registry.brands.values():
-        for name in (brand.name, *brand.names):
+        # The brand's own name is distinctive unless the registry marks it as an ordinary
+        # word ("TIM", "Three"): then it counts only where context names do.
+        strong = [n for n in (brand.name, *brand.names) if n not in brand.context_names]
+        for name in strong:
             idx.add(name, brand.key, True)
         for name in brand.context_names:
             idx.add(name, brand.key, False)
@@ -92,6 +99,7 @@ class _Match:
     name: str  # the words matched
     start: int
     end: int  # token positions, for cue lookups
+    strong: bool = True  # False for an ambiguous context name ("Chase", "Three")
 
 
 def _scan(idx: _Index, text: str, allow_weak: bool) -> list[_Match]:
@@ -100,11 +108,55 @@ def _scan(idx: _Index, text: str, allow_weak: bool) -> list[_Match]:
     for i, tok in enumerate(tokens):
         for words, key, strong in idx.by_first.get(tok, ()):
             if (strong or allow_weak) and tuple(tokens[i : i + len(words)]) == words:
-                found.append(_Match(key, " ".join(words), i, i + len(words)))
+                found.append(_Match(key, " ".join(words), i, i + len(words), strong))
     if idx.cjk and _NONLATIN.search(text):
         flat = words_skeleton(text).replace(" ", "")
         found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
     return found
+
+
+def _display_claims(idx: _Index, f: Features, lex: Lexicon) -> list[tuple[_Match, float]]:
+    """Display-name matches with the strength each deserves.
+
+    Phishers' display names are the brand plus service words ("Amazon Rewards", "PayPal
+    Security Team"): those are full claims. A display name with other words is usually a person
+    ("Tim Peters") or an organisation writing about the brand ("Lockergnome Windows Daily"):
+    an ambiguous name then is no claim, a distinctive one a weaker claim, and a name beside the
+    sender's own domain name is the newsletter's topic, not its author."""
+    display = f.from_addr.display if f.from_addr else ""
+    if not display.strip():
+        return []
+    words = words_skeleton(display).split()
+    own = _own_label(f)
+    out = []
+    for m in _display_matches(idx, display):
+        brand_words = set(m.name.split())
+        rest = [
+            w
+            for w in words
+            if w not in brand_words and w not in lex.generic_author and w not in lex.cues_after
+        ]
+        if not rest:
+            out.append((m, 1.0))
+        elif own and own in rest:
+            continue
+        elif m.strong:
+            out.append((m, 0.5))
+    return out
+
+
+def _names_itself(f: Features) -> bool:
+    """The display name is the sender's own organisation ("WinXPnews" from winxpnews.com):
+    the author is known, so brands in its subject are its topics."""
+    own = _own_label(f)
+    return bool(own) and own in skeleton(f.display_norm)
+
+
+def _own_label(f: Features) -> str:
+    """The sender's own organisation name, from its registrable domain ("lockergnome")."""
+    reg = f.from_addr.registrable if f.from_addr else ""
+    label = reg.split(".", 1)[0] if reg else ""
+    return words_skeleton(label) if len(label) >= 4 else ""
 
 
 def _display_matches(idx: _Index, display: str) -> list[_Match]:
@@ -132,14 +184,20 @@ def _deletions(word: str) -> list[str]:
 
 
 def _with_cue(text: str, matches: list[_Match], lex: Lexicon) -> list[_Match]:
-    """Keep the matches that speak as the brand ("your PayPal account", "Amazon Security").
-    Matches without token positions (names in CJK scripts, which have no word breaks) stay."""
+    """Keep the matches that speak as the brand ("your PayPal account", "Amazon Security",
+    "Visa Gift Card"). Matches without token positions (names in CJK scripts, which have no
+    word breaks) stay."""
     tokens = words_skeleton(text).split()
     out = []
     for m in matches:
         before = set(tokens[max(0, m.start - 2) : m.start])
-        after = set(tokens[m.end : m.end + 2])
-        if before & lex.cues_before or after & lex.cues_after or m.start == m.end == 0:
+        after = tokens[m.end] if m.end < len(tokens) else ""
+        if (
+            before & lex.cues_before
+            or after in lex.cues_after
+            or after in lex.lure_words
+            or m.start == m.end == 0
+        ):
             out.append(m)
     return out
 
@@ -173,47 +231,84 @@ def _link_text_matches(f: Features, ctx: Context) -> list[tuple[str, str]]:
 
 def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     idx = _index(ctx.registry)
-    votes: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    lex = ctx.lexicon
+    votes: dict[str, dict[str, float]] = defaultdict(dict)
+    matched: dict[str, set[str]] = defaultdict(set)
 
-    for m in _display_matches(idx, f.from_addr.display if f.from_addr else ""):
-        votes[m.key]["display-name"].add(m.name)
+    def vote(key: str, place: str, word: str, factor: float = 1.0) -> None:
+        strength = STRENGTH[place] * factor
+        votes[key][place] = max(votes[key].get(place, 0.0), strength)
+        matched[key].add(word)
+
+    for m, factor in _display_claims(idx, f, lex):
+        vote(m.key, "display-name", m.name, factor)
     if f.from_addr and f.from_addr.local:
         for m in _local_matches(idx, f.from_addr.local):
-            votes[m.key]["from-local-part"].add(m.name)
-    vague = _generic_author(f, ctx.lexicon)
-    subject_hits = _scan(idx, f.subject, allow_weak=False)
-    for m in subject_hits if vague else _with_cue(f.subject, subject_hits, ctx.lexicon):
-        votes[m.key]["subject"].add(m.name)
-    head = f.body[:_BODY_HEAD]
-    for m in _with_cue(head, _scan(idx, head, allow_weak=False), ctx.lexicon):
-        votes[m.key]["body"].add(m.name)
-    for alt in f.image_alts[:20]:
-        for m in _scan(idx, alt, allow_weak=False):
-            votes[m.key]["img-alt"].add(m.name)
-    for key, word in _link_text_matches(f, ctx):
-        votes[key]["link-text"].add(word)
+            vote(m.key, "from-local-part", m.name)
+    domain_brand = _domain_claim(f, ctx)
+    if domain_brand:
+        vote(domain_brand[0], "from-domain", domain_brand[1])
+    # The subject speaks for the author when it talks about "your" brand account or a brand's
+    # gift card, or when the author is left vague. Where the author is named, the opening
+    # lines, images and link texts speak about things; where it is vague, they speak for it.
+    vague = _generic_author(f, lex)
+    subject_hits = [] if _names_itself(f) else _scan(idx, f.subject, allow_weak=True)
+    cued = _with_cue(f.subject, subject_hits, lex)
+    for m in subject_hits:
+        if m in cued or (vague and m.strong):
+            vote(m.key, "subject", m.name)
+    if vague:
+        head = f.body[:_BODY_HEAD]
+        for m in _with_cue(head, _scan(idx, head, allow_weak=False), lex):
+            vote(m.key, "body", m.name)
+        for alt in f.image_alts[:20]:
+            for m in _scan(idx, alt, allow_weak=False):
+                vote(m.key, "img-alt", m.name)
+        for key, word in _link_text_matches(f, ctx):
+            vote(key, "link-text", word)
     if not votes:
         return None
-    return _best(votes, ctx.registry, f)
+    return _best(votes, matched, ctx.registry, f)
 
 
-def _best(votes: dict[str, dict[str, set[str]]], reg: BrandRegistry, f: Features) -> BrandClaim:
+def _domain_claim(f: Features, ctx: Context) -> tuple[str, str] | None:
+    """An address at a brand's own domain, or at one imitating it, claims that brand.
+
+    Not so for freemail (anyone can have an address there), nor for mailing-list traffic,
+    where the address is a person at the company talking about other things."""
+    if f.from_addr is None or not f.from_addr.domain or f.mailing_list:
+        return None
+    if f.from_addr.registrable in ctx.lists.freemail or f.from_addr.domain in ctx.lists.freemail:
+        return None
+    own = ctx.registry.sender_brand(f.from_addr.domain)
+    if own:
+        return own
+    imitation = classify(f.from_addr.domain, ctx.registry)
+    if imitation is not None and not imitation.weak:
+        return imitation.brand, f.from_addr.domain
+    return None
+
+
+def _best(
+    votes: dict[str, dict[str, float]],
+    matched: dict[str, set[str]],
+    reg: BrandRegistry,
+    f: Features,
+) -> BrandClaim:
     def strength(key: str) -> float:
         places = votes[key]
-        total = max(STRENGTH[p] for p in places) + 0.15 * (len(places) - 1)
+        total = max(places.values()) + 0.1 * (len(places) - 1)
         # The sender's own brand wins ties: Amazon's mail mentioning Prime Video is Amazon's.
         own = f.from_addr is not None and reg.may_send(reg.brands[key], f.from_addr.domain)
         return min(1.0, total) + (0.01 if own else 0.0)
 
     key = max(votes, key=strength)
     brand: Brand = reg.brands[key]
-    places = votes[key]
-    where = tuple(p for p in STRENGTH if p in places)
-    matched = tuple(sorted({w for p in where for w in places[p]}))
+    where = tuple(p for p in STRENGTH if p in votes[key])
     return BrandClaim(
         brand=key,
         name=brand.name,
         where=where,
-        matched=matched,
+        matched=tuple(sorted(matched[key])),
         strength=round(min(1.0, strength(key)), 2),
     )

@@ -71,9 +71,11 @@ def to_unicode(host: str) -> str:
                 labels.append(idna.decode(label))
                 continue
             except (idna.IDNAError, UnicodeError, ValueError):
-                try:
-                    labels.append(label[4:].encode("ascii").decode("punycode"))
-                    continue
+                try:  # IDNA 2003 (emoji and symbol labels that IDNA 2008 refuses)
+                    decoded = label.encode("ascii").decode("idna")
+                    if not decoded.isascii():  # an ASCII result would hide the xn-- form
+                        labels.append(decoded)
+                        continue
                 except UnicodeError:
                     pass
         labels.append(label)
@@ -90,19 +92,25 @@ def split(host: str) -> tuple[str, str, str]:
         parts = _EXTRACT(ascii_host)
     except Exception:  # tldextract on arbitrary text: never let a lookup break a scan
         return "", ascii_host, ""
-    return parts.subdomain, parts.domain, parts.suffix
+    if parts.suffix:
+        return parts.subdomain, parts.domain, parts.suffix
+    # A TLD the list does not know: take the last label as the suffix (see registrable).
+    labels = [label for label in ascii_host.split(".") if label]
+    if len(labels) < 2:
+        return "", ascii_host, ""
+    return ".".join(labels[:-2]), labels[-2], labels[-1]
 
 
 @lru_cache(maxsize=16384)
 def registrable(host: str) -> str:
     """eTLD+1 in ASCII ("mail.paypal.co.uk" -> "paypal.co.uk"); the IP itself for an IP
-    literal; "" when the host has no registrable part (a bare suffix, "localhost", "")."""
+    literal; "" when the host has no registrable part (a bare suffix, "localhost", "").
+    A TLD the bundled list does not know (".example", ".internal", a gTLD newer than the
+    snapshot) is treated as a one-label suffix, so every dotted name still gets a key."""
     ascii_host = to_ascii(host)
     if not ascii_host:
         return ""
     if is_ip(ascii_host):
         return ascii_host.strip("[]")
     _sub, domain, suffix = split(ascii_host)
-    if not domain or not suffix:
-        return ""
-    return f"{domain}.{suffix}"
+    return f"{domain}.{suffix}" if domain and suffix else ""

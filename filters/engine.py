@@ -72,7 +72,7 @@ class Engine:
         )
         claim = find_claim(features, self.context)
         findings = run_checks(features, claim, self.context)
-        total, scored = score(findings, cfg)
+        total, scored = score(findings, cfg, claimed=claim is not None)
         verdict_name = decide(total, cfg.thresholds)
         verdict = Verdict(
             verdict=verdict_name,

@@ -24,6 +24,9 @@ MAX_ADDRESSES = 50  # per header: a Reply-To with thousands of entries is noise,
 _COMMENT = re.compile(r"\(([^()]*)\)")
 _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+# Same result as _SPACES.sub(" ", ...) but matches only where something changes: runs of two
+# or more, or one whitespace character that is not a plain space.
+_SPACES_TO_FIX = re.compile(r"\s{2,}|[^\S ]")
 
 
 # --- addresses -----------------------------------------------------------------------------
@@ -97,7 +100,7 @@ def _one_address(piece: str) -> Address:
 
 def make_address(display: str, addr: str) -> Address:
     """An Address from a display name and an address string as found (tolerant)."""
-    addr = addr.strip().strip("\"'<>").strip()
+    addr = _COMMENT.sub("", addr).strip().strip("\"'<>").strip()
     if addr.lower().startswith("mailto:"):
         addr = addr[7:]
     addr = "".join(addr.split())
@@ -120,10 +123,22 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
         return ()
 
 
-def _first_address(parsed: Parsed, name: str) -> Address | None:
-    value = parsed.header(name)
-    if value is None:
+Headers = dict[str, list[str]]
+
+
+def _index(parsed: Parsed) -> Headers:
+    """Header values by lower-case name: one pass instead of one scan per lookup."""
+    heads: Headers = {}
+    for name, value in parsed.headers:
+        heads.setdefault(name.lower(), []).append(value)
+    return heads
+
+
+def _first_address(heads: Headers, name: str) -> Address | None:
+    values = heads.get(name.lower())
+    if not values:
         return None
+    value = values[0]
     found = parse_addresses(value)
     for address in found:
         if address.address:
@@ -131,29 +146,47 @@ def _first_address(parsed: Parsed, name: str) -> Address | None:
     return found[0] if found else Address(_unquote(value), "", "", "", "")
 
 
-def _return_path(parsed: Parsed, envelope: Envelope | None) -> Address | None:
+def _return_path(heads: Headers, envelope: Envelope | None) -> Address | None:
     if envelope is not None:
         # The envelope is the truth at the gateway; a null sender (bounce) has no address.
         return make_address("", envelope.mail_from) if envelope.mail_from.strip() else None
-    return _first_address(parsed, "Return-Path")
+    return _first_address(heads, "Return-Path")
 
 
 # --- body, links, auth ---------------------------------------------------------------------
 
 
+def norm(text: str) -> str:
+    """filters.text.normalise, with a shortcut for pure ASCII text (most bodies), where NFKC,
+    the invisible-character and the confusable tables change nothing. A property test holds
+    the two equal."""
+    if text.isascii():
+        return _SPACES_TO_FIX.sub(" ", text.lower()).strip()
+    return normalise(text)
+
+
 def _body(pieces: list[str], limit: int) -> tuple[str, bool]:
     """Normalised body text, capped; (text, whether anything was cut)."""
-    joined = "\n".join(pieces)
     raw_cap = limit * 2  # normalising collapses whitespace: cut the raw text generously first
-    text = normalise(joined[:raw_cap])
+    text = " ".join(filter(None, (norm(piece) for piece in _cut(pieces, raw_cap))))
     if len(text) > limit:
         return text[:limit], True
-    return text, len(joined) > raw_cap
+    return text, sum(len(piece) + 1 for piece in pieces) > raw_cap
 
 
-def _dkim_domains(parsed: Parsed) -> tuple[str, ...]:
+def _cut(pieces: list[str], budget: int) -> list[str]:
+    kept = []
+    for piece in pieces:
+        if budget <= 0:
+            break
+        kept.append(piece[:budget])
+        budget -= len(kept[-1]) + 1
+    return kept
+
+
+def _dkim_domains(heads: Headers) -> tuple[str, ...]:
     found: dict[str, None] = {}
-    for value in parsed.header_all("DKIM-Signature"):
+    for value in heads.get("dkim-signature", ()):
         match = _DKIM_D.search(value)
         if match:
             domain = match.group(1).strip().strip("\"'").lower().rstrip(".")
@@ -163,9 +196,9 @@ def _dkim_domains(parsed: Parsed) -> tuple[str, ...]:
 
 
 def _auth(
-    parsed: Parsed, trusted: tuple[str, ...], dkim_results: tuple[AuthResult, ...]
+    heads: Headers, trusted: tuple[str, ...], dkim_results: tuple[AuthResult, ...]
 ) -> tuple[AuthResult, ...]:
-    values = parsed.header_all("Authentication-Results")
+    values = tuple(heads.get("authentication-results", ()))
     if not values or not trusted:
         return tuple(dkim_results)
     try:
@@ -214,8 +247,9 @@ def extract(
     dkim_results: tuple[AuthResult, ...] = (),
 ) -> Features:
     """Everything the checks look at, from one parsed message."""
-    from_addr = _first_address(parsed, "From")
-    subject = parsed.header("Subject") or ""
+    heads = _index(parsed)
+    from_addr = _first_address(heads, "From")
+    subject = heads.get("subject", [""])[0]
     links, pieces, alts = _links_and_text(parsed, lists, limits)
     body, body_capped = _body(pieces, limits.max_text_chars)
     hits = dict.fromkeys(parsed.limit_hits)
@@ -224,26 +258,29 @@ def extract(
     if body_capped:
         hits.setdefault("max_text_chars", None)
     reply_to: list[Address] = []
-    for value in parsed.header_all("Reply-To"):
+    for value in heads.get("reply-to", ()):
         reply_to.extend(a for a in parse_addresses(value) if a.address)
     return Features(
         from_addr=from_addr,
-        sender=_first_address(parsed, "Sender"),
+        sender=_first_address(heads, "Sender"),
         reply_to=tuple(reply_to[:MAX_ADDRESSES]),
-        return_path=_return_path(parsed, envelope),
+        return_path=_return_path(heads, envelope),
         subject=subject,
-        subject_norm=normalise(subject),
-        display_norm=normalise(from_addr.display) if from_addr else "",
+        subject_norm=norm(subject),
+        display_norm=norm(from_addr.display) if from_addr else "",
         body=body,
         links=tuple(links.links),
-        image_alts=_uniq([normalise(alt) for alt in alts]),
-        dkim_domains=_dkim_domains(parsed),
-        auth=_auth(parsed, trusted_authserv_ids, dkim_results),
+        image_alts=_uniq([norm(alt) for alt in alts]),
+        dkim_domains=_dkim_domains(heads),
+        auth=_auth(heads, trusted_authserv_ids, dkim_results),
         attachments=_attachments(parsed.parts),
         has_html=bool(parsed.htmls) or any(p.content_type == "text/html" for p in parsed.parts),
         defects=parsed.defects,
         limit_hits=tuple(hits),
         envelope=envelope if envelope is not None else Envelope(),
-        list_headers=parsed.header("List-Id") is not None
-        or parsed.header("List-Unsubscribe") is not None,
+        list_headers="list-id" in heads or "list-unsubscribe" in heads,
+        mailing_list=any(h in heads for h in _LIST_HEADERS),
     )
+
+
+_LIST_HEADERS = ("list-id", "list-post", "x-beenthere", "mailing-list", "x-mailman-version")

@@ -14,22 +14,47 @@ import re
 from dataclasses import dataclass, field
 
 import lxml.etree
-import lxml.html
 
 SHOWN_MAX = 200
 
-_PARSER = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True)
+# The plain etree parser, not lxml.html's: that one looks up a Python element class for every
+# node, which costs more than the parse itself. libxml2 gives tag names in lower case.
+# huge_tree lifts libxml2's nesting limit from 256 to 2048: a few hundred unclosed <div>s must
+# not hide the rest of a message from us.
+_PARSER = lxml.etree.HTMLParser(
+    encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True
+)
+# Elements that may be hidden, found in C; _hidden() confirms each (a Python regex over the
+# style attributes is faster than XPath's case folding).
+_STYLED = lxml.etree.XPath("//*[@hidden or @style]")
 _SKIP = frozenset({"script", "style", "template", "xml", "object", "embed", "iframe"})
 _NO_TEXT = frozenset({"head", "title"})
 _BLOCK = frozenset(
-    "address article aside blockquote br center dd details div dl dt fieldset figcaption "
-    "figure footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol option p pre section "
-    "summary table tbody td tfoot th thead tr ul button label input select textarea".split()
-)
+    {
+        "address", "article", "aside", "blockquote", "br", "button", "center", "dd", "details",
+        "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3",
+        "h4", "h5", "h6", "header", "hr", "input", "label", "li", "main", "nav", "ol", "option",
+        "p", "pre", "section", "select", "summary", "table", "tbody", "td", "textarea", "tfoot",
+        "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
 _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!)",
     re.IGNORECASE,
 )
+# What each tag means to the walk, as bit flags: one dict lookup per element.
+_MUTE_SUBTREE, _NO_TEXT_ROLE, _LINK_ROLE, _BLOCK_ROLE = 1, 2, 4, 8
+_LINK_TAGS = frozenset({"a", "img", "area", "form", "base", "meta"})
+_ROLE: dict[str, int] = {}
+for _tags, _flag in (
+    (_SKIP, _MUTE_SUBTREE),
+    (_NO_TEXT, _NO_TEXT_ROLE),
+    (_LINK_TAGS, _LINK_ROLE),
+    (_BLOCK, _BLOCK_ROLE),
+):
+    for _tag in _tags:
+        _ROLE[_tag] = _ROLE.get(_tag, 0) | _flag
+_OTHER = _MUTE_SUBTREE  # comments and processing instructions: no text of their own
 _SPACES = re.compile(r"\s+")
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\"\s>]+)", re.IGNORECASE)
 # Fallback when lxml refuses a document: crude, but never without links.
@@ -44,7 +69,7 @@ _WHERE = {"a": "html-a", "area": "html-area", "img": "html-img", "form": "html-f
 class HtmlDoc:
     """One HTML body taken apart. `links` are (url as found, where, shown) in document order."""
 
-    text: str = ""
+    text: str = ""  # visible text, whitespace not yet collapsed
     links: list[tuple[str, str, str | None]] = field(default_factory=list)
     image_alts: list[str] = field(default_factory=list)
     base: str | None = None
@@ -119,35 +144,36 @@ class _Collector:
 def _walk(root: lxml.etree._Element, max_links: int) -> HtmlDoc:
     col = _Collector(max_links)
     chunks = col.chunks
+    hidden = {el for el in _STYLED(root) if _hidden(el)}
     mute = 0  # depth inside elements whose text is not shown
     walker = lxml.etree.iterwalk(root, events=("start", "end"))
     for event, el in walker:
         tag = el.tag
-        if not isinstance(tag, str):  # comments and processing instructions
-            continue
-        tag = tag.lower()
+        role = _ROLE.get(tag, 0) if isinstance(tag, str) else _OTHER
         if event == "start":
-            if tag in _SKIP or _hidden(el):
+            if role & _MUTE_SUBTREE or (hidden and el in hidden):
                 walker.skip_subtree()
                 mute += 1
                 continue
-            if tag in _NO_TEXT:
-                mute += 1
-            col.start(el, tag)
-            if tag in _BLOCK:
-                chunks.append(" ")
-            if el.text and not mute:
+            if role:
+                if role & _NO_TEXT_ROLE:
+                    mute += 1
+                if role & _LINK_ROLE:
+                    col.start(el, tag)
+                if role & _BLOCK_ROLE:
+                    chunks.append(" ")
+            if not mute and el.text:
                 chunks.append(el.text)
             continue
-        if tag in _SKIP or tag in _NO_TEXT or _hidden(el):
+        if role & (_MUTE_SUBTREE | _NO_TEXT_ROLE) or (hidden and el in hidden):
             mute -= 1
         elif tag == "a":
             col.end_anchor(el)
-        if tag in _BLOCK:
+        if role & _BLOCK_ROLE:
             chunks.append(" ")
-        if el.tail and not mute:
+        if not mute and el.tail:
             chunks.append(el.tail)
-    col.doc.text = _SPACES.sub(" ", "".join(chunks)).strip()
+    col.doc.text = "".join(chunks)  # whitespace is collapsed once, by the normaliser
     return col.doc
 
 
@@ -165,9 +191,13 @@ def analyse_html(markup: str, max_links: int = 500) -> HtmlDoc:
     if not markup.strip():
         return HtmlDoc()
     try:
-        data = markup.encode("utf-8", "replace")
-        root = lxml.html.document_fromstring(data, parser=_PARSER)
-        return _walk(root, max_links)
+        root = lxml.etree.fromstring(markup.encode("utf-8", "replace"), parser=_PARSER)
+        if root is None:
+            return _fallback(markup, max_links)
+        doc = _walk(root, max_links)
+        if not doc.links and not doc.text.strip() and len(markup) > 64:
+            return _fallback(markup, max_links)  # deeper than libxml2 goes: read it crudely
+        return doc
     except Exception:  # lxml refuses some inputs (empty documents, odd nesting): go crude
         try:
             return _fallback(markup, max_links)

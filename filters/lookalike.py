@@ -4,9 +4,9 @@
 or a link host). The techniques, by stable name:
 
 - "homoglyph": an IDN label whose skeleton (confusables and accents folded) spells a brand.
-- "typo-insertion", "typo-omission", "typo-transposition", "typo-substitution", "bitflip":
-  one edit away from a brand label of 5+ characters (visual pairs such as rn/m, 0/o, 1/l count
-  as substitutions).
+- "typo-insertion", "typo-omission", "typo-transposition", "typo-substitution": one edit away
+  from a brand token of 5+ characters (substitutions: look-alike pairs such as rn/m, 0/o, 1/l,
+  and keyboard neighbours in tokens of 6+).
 - "combosquat": the brand token plus words or hyphens in the registrable label
   (paypal-secure-login.com, amazonrewards.shop).
 - "subdomain": the brand's domain or token as a subdomain of something else
@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import tldextract
+
 from filters.domains import is_ip, split, to_ascii, to_unicode
 from filters.registry import BrandRegistry
 from filters.text import skeleton
@@ -44,7 +46,6 @@ TECHNIQUES: tuple[str, ...] = (
     "typo-omission",
     "typo-transposition",
     "typo-substitution",
-    "bitflip",
     "combosquat",
     "subdomain",
     "tld-swap",
@@ -62,14 +63,15 @@ COMBO_WORDS: frozenset[str] = _wordset(
     giftcard card cards refund refunds prime pay payment payments billing bill invoice id online
     web app apps mail email info customer customers client clients center centre team alert
     alerts notice notices notification notify message messages official portal access user users
-    member members membership my www com net wallet bank banking points prize prizes win winner
-    lucky offer offers promo promos deal deals sale sales free cash cashback claim unlock
-    unlocked locked restore recovery recover reset check status track tracking trace parcel
-    parcels package packages delivery deliveries express shipping shipment ship post postal fee
-    fees customs pending order orders store shop shopping cloud secured protect protection
-    kunden konto sicherheit paket sendung zahlung gewinn conta cliente clientes seguro seguranca
+    member members membership my www wallet bank banking points prize prizes win winner lucky
+    offer offers promo promos deal deals sale sales free cash cashback claim unlock unlocked
+    locked restore recovery recover reset check status track tracking trace parcel parcels
+    package packages delivery deliveries express shipping shipment ship post postal fee fees
+    customs pending order orders store shop shopping cloud secured protect protection kunden
+    konto sicherheit paket sendung zahlung gewinn conta cliente clientes seguro seguranca
     atualizar atualizacao pagamento premio premios promocao entrega encomenda rastreio compte
-    colis remboursement securite cuenta pago seguridad envio
+    colis remboursement securite cuenta pago seguridad envio taxa taxas frete fatura rechnung
+    versand livraison facture
     """
 )
 
@@ -87,6 +89,12 @@ _WORD_SPLIT = re.compile(r"[.\-]+")
 _PIECE_SPLIT = re.compile(r"[-0-9]+")
 _ASCII_LABEL = re.compile(r"[a-z0-9-]+")
 _PORT = re.compile(r":\d+$")
+_LEET = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s"})
+_VISUAL_HINT = re.compile(r"[01345]|rn|vv")
+_MAYBE_IP = re.compile(r"[0-9.]+|\[?[0-9a-f:.]+\]?")
+# Country codes registered for their likeness to .com, not for the country.
+_COM_LOOKALIKES = frozenset({"co", "cm", "om"})
+_LEGACY_GTLDS = frozenset({"com", "net", "org", "edu", "gov", "mil", "int"})
 
 MIN_TYPO_LEN = 5  # typos of shorter labels are mostly other words
 MIN_SWAP_LEN = 4  # shortest domain label (not token) a tld-swap may imitate
@@ -100,7 +108,8 @@ class Imitation:
     imitated: str  # the brand domain (or token, when no domain carries it) imitated
     detail: str  # short human phrase: how the host imitates it
     lure: str = ""  # lure word glued to the brand ("secure", "rewards"), "" when none
-    weak: bool = False  # bare token as a subdomain label: only meaningful with a claim
+    weak: bool = False  # bare token as a subdomain label, tld-swap under .net or a country
+    # code: only a hint, which the check counts under a claim of the brand or on free hosting
 
 
 def _neighbours() -> frozenset[frozenset[str]]:
@@ -161,9 +170,10 @@ def _edit1(x: str, t: str) -> tuple[str, str] | None:
             return "typo-substitution", f"{a!r} for {b!r} in {t} (look-alike)"
         if pair in _KEYBOARD_PAIRS:
             return "typo-substitution", f"{a!r} for {b!r} in {t} (keyboard neighbour)"
-        if (ord(a) ^ ord(b)).bit_count() == 1:
-            return "bitflip", f"{a!r} for {b!r} in {t} (one bit apart)"
-        return "typo-substitution", f"{a!r} for {b!r} in {t}"
+        # Any other letter: mostly another word or name (nypost/nzpost, lindows/windows).
+        # Bit flips are left out on purpose: they model memory errors in DNS lookups, not
+        # readers, and half the alphabet is one bit from a given letter (mycell/mybell).
+        return None
     if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
         i = diffs[0]
         if x[i] == t[i + 1] and x[i + 1] == t[i]:
@@ -177,20 +187,32 @@ def _plausible_typo(x: str, t: str, technique: str, detail: str) -> bool:
         return False  # a lure word of its own ("trust" is not a typo of "truist")
     if technique == "typo-insertion" and x[:-1] == t and x[-1] in "es":
         return False  # inflections and surnames: "apples", "chases", "schwabe"
-    if len(t) > MIN_TYPO_LEN:
+    if technique == "typo-omission" and t[:-1] == x and t[-1] in "es":
+        return False  # the same the other way round: "window" is not a typo of "windows"
+    if technique == "typo-insertion" and (x[0].isdigit() or x[-1].isdigit()):
+        return False  # "ryanair2": a token plus digits, judged as a combosquat
+    if technique != "typo-substitution" or detail.endswith("(look-alike)"):
         return True
-    # Five-letter labels: only substitutions a reader would miss. Keyboard slips and other
-    # letters mostly give other words or names (chose/chase, hoder/hofer).
-    return technique != "typo-substitution" or detail.endswith("(look-alike)")
+    # Keyboard slips into a five-letter token, or in the first letter that readers look at,
+    # mostly give other words or names (chose/chase, hoder/hofer).
+    return len(t) > MIN_TYPO_LEN and x[0] == t[0]
+
+
+def _read_visually(word: str) -> str:
+    """An ASCII label or word read the way it looks (the ASCII part of text.skeleton, which
+    is too slow to run on every host), hyphens kept."""
+    return word.translate(_LEET).replace("rn", "m").replace("vv", "w")
 
 
 def _visual_variants(label: str) -> list[str]:
     """ASCII label read the way it looks: 0->o, 1->l (or i), 5->s, rn->m, vv->w..., keeping
     hyphens. Only variants that differ from the label."""
+    if not _VISUAL_HINT.search(label):
+        return []
     out: list[str] = []
     for src in (label, label.replace("1", "i")):
-        folded = "-".join(skeleton(piece) for piece in src.split("-"))
-        if folded != label and folded not in out and _ASCII_LABEL.fullmatch(folded):
+        folded = _read_visually(src)
+        if folded != label and folded not in out:
             out.append(folded)
     return out
 
@@ -227,23 +249,33 @@ class LookalikeIndex:
                 self.domains.setdefault(dom, brand.key)
             for dom in brand.sender_domains:
                 sub, label, suffix = split(dom)
-                # Only whole registrable sender domains lend their label: a brand's ESP
-                # arrangement listed as "brand.esp.example" must not make "esp" a brand label,
-                # and link domains (CDNs such as mlcdn.com.br) are not names people recognise.
-                if not sub and label and suffix:
+                # Only whole registrable sender domains lend their label, and only when it
+                # carries one of the brand's tokens: an ESP arrangement ("brand.esp.example")
+                # must not make "esp" a brand label, nor canada.ca make "canada" one; link
+                # domains (CDNs such as mlcdn.com.br) are not names people recognise.
+                if sub or not label or not suffix:
+                    continue
+                self.imitated.setdefault(label, dom)
+                if any(tok in label for tok in brand.tokens):
                     self.labels.setdefault(label, brand.key)
-                    self.imitated.setdefault(label, dom)
         for tok, key in self.tokens.items():
             brand = registry.brands[key]
             for dom in brand.sender_domains:
                 if split(dom)[1] == tok:
                     self.imitated.setdefault(tok, dom)
                     break
-        self.token_lengths = sorted({len(t) for t in self.tokens}, reverse=True)
+        # Substring search: the first characters of a token give the lengths worth trying.
+        self.prefix_len = min((len(t) for t in self.tokens), default=1)
+        by_prefix: dict[str, set[int]] = {}
+        for tok in self.tokens:
+            by_prefix.setdefault(tok[: self.prefix_len], set()).add(len(tok))
+        self.by_prefix = {k: sorted(v, reverse=True) for k, v in by_prefix.items()}
         self.max_domain_words = max((len(_WORD_SPLIT.split(d)) for d in self.domains), default=0)
         # Symmetric-delete neighbourhood: every typo target and its one-deletion variants.
+        # Typos are taken of curated tokens only: domain labels such as "hpsmart" sit one
+        # letter from ordinary names ("hipsmart").
         self.deletes: dict[str, set[str]] = {}
-        for label in self.labels:
+        for label in self.tokens:
             if len(label) >= MIN_TYPO_LEN:
                 for key in {label, *(_deletions(label))}:
                     self.deletes.setdefault(key, set()).add(label)
@@ -273,8 +305,9 @@ class LookalikeIndex:
         """Brand tokens sitting at a word boundary of `label`, best first."""
         found: list[_Combo] = []
         n = len(label)
-        for i in range(n):
-            for k in self.token_lengths:
+        p = self.prefix_len
+        for i in range(n - p + 1):
+            for k in self.by_prefix.get(label[i : i + p], ()):
                 if i + k > n:
                     continue
                 tok = label[i : i + k]
@@ -329,23 +362,20 @@ class LookalikeIndex:
 
     def _classify(self, host: str) -> Imitation | None:
         host = _PORT.sub("", host.strip().lower().rstrip("."))
-        if not host or is_ip(host):
+        if not host or (_MAYBE_IP.fullmatch(host) and is_ip(host)):
             return None
         host = to_ascii(host)
         reg = self.registry
         if reg.sender_brand(host) or reg.link_brand(host):
             return None
         sub, label, suffix = split(host)
-        if not suffix:
-            # Not a listed suffix (.example, .test, an internal TLD): the last label acts as one,
-            # so "paypal.com.secure-login.example" still reads as a subdomain trick.
-            labels = host.split(".")
-            if len(labels) < 2 or not labels[-1].isalpha():
-                return None
-            # Only the subdomain trick: a made-up TLD cannot be a registered typo or swap.
-            return self._subdomain(".".join(labels[:-2]), labels[-2], labels[-1])
-        if not label:
+        if not label or not suffix:
             return None
+        if not _known_suffix(suffix):
+            # Not a listed suffix (.example, .test, a typo like .comm): only the subdomain trick
+            # reads the same there ("paypal.com.secure-login.example"); a made-up TLD cannot
+            # carry a registered typo or swap.
+            return self._subdomain(sub, label, suffix)
         return self._label(label, suffix) or self._subdomain(sub, label, suffix)
 
     def _label(self, label: str, suffix: str) -> Imitation | None:
@@ -357,11 +387,23 @@ class LookalikeIndex:
                 return None
             return self._exact_or_combo(folded, "homoglyph", f"{to_unicode(label)} spells")
         key = self.labels.get(label)
-        # Labels of two or three letters taken from domains (td.com, 53.com) are other
-        # people's names under other suffixes; curated tokens are trusted at any length.
-        if key is not None and (len(label) >= MIN_SWAP_LEN or label in self.tokens):
-            dom = self._target(label)
-            return Imitation(key, "tld-swap", dom, f"{label} under .{suffix} instead of {dom}")
+        if key is not None:
+            dom = self.imitated.get(label)
+            # A token no brand domain carries (a freemail name like "gmail" is kept out of the
+            # brand's sender domains) has nothing to swap the suffix of; labels of two or three
+            # letters (td.com, 53.com) are other people's names under other suffixes.
+            if dom is None or (len(label) < MIN_SWAP_LEN and label not in self.tokens):
+                return None
+            # Brands hold their name under .net/.org and most country codes (verizon.net,
+            # yahoo.es, ikea.cn) and registries never list them all: there the swap is only a
+            # hint. New generic suffixes (.shop, .top, .xyz) are where phishers register.
+            return Imitation(
+                key,
+                "tld-swap",
+                dom,
+                f"{label} under .{suffix} instead of {dom}",
+                weak=_owned_suffix(suffix),
+            )
         variants = _visual_variants(label)
         for variant in variants:
             key = self.labels.get(variant)
@@ -392,12 +434,12 @@ class LookalikeIndex:
         combos = self._combos(folded)
         if combos:
             c = combos[0]
-            extra = f" with {', '.join(c.lure)}" if c.lure else ""
+            extra = f" ({c.token} plus {', '.join(c.lure)})" if c.lure else ""
             return Imitation(
                 c.brand,
                 technique,
                 self._target(c.token),
-                f"{lead} {folded}: {c.token}{extra}",
+                f"{lead} {folded}{extra}",
                 lure=c.lure[0] if c.lure else "",
             )
         return None
@@ -446,9 +488,11 @@ class LookalikeIndex:
         sub_words = [w for lab in sub_labels for w in _WORD_SPLIT.split(lab) if w]
         words = sub_words + [w for w in _WORD_SPLIT.split(label) if w]
         # Raw words first, then read visually ("paypa1.com.evil.net").
-        spelled = self._spelled_domain(words) or self._spelled_domain(
-            [skeleton(w) or w for w in words]
-        )
+        spelled = self._spelled_domain(words)
+        if spelled is None:
+            visual = [_read_visually(w) for w in words]
+            if visual != words:
+                spelled = self._spelled_domain(visual)
         if spelled is not None:
             start, dom = spelled
             technique = "subdomain" if start < len(sub_words) else "combosquat"
@@ -488,6 +532,28 @@ class LookalikeIndex:
                 return hit
             weak = weak or hit
         return weak
+
+
+def _owned_suffix(suffix: str) -> bool:
+    """A suffix under which brands usually hold their own name: the legacy generic ones
+    (verizon.net, comcast.net) and country codes (.es, .co.uk, .com.au, IDN ccTLDs), except
+    the country codes sold as look-alikes of .com."""
+    last = suffix.rsplit(".", 1)[-1]
+    if suffix in _COM_LOOKALIKES:
+        return False
+    return last in _LEGACY_GTLDS or len(last) == 2 or last.startswith("xn--")
+
+
+@lru_cache(maxsize=1)
+def _suffix_list() -> frozenset[str]:
+    # The bundled snapshot only (no download), as everywhere in brandgate.
+    return frozenset(tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None).tlds)
+
+
+@lru_cache(maxsize=4096)
+def _known_suffix(suffix: str) -> bool:
+    known = _suffix_list()
+    return suffix in known or to_unicode(suffix) in known
 
 
 def _deletions(word: str) -> Iterable[str]:

@@ -20,6 +20,10 @@ from functools import lru_cache
 from filters.types import Limits, Parsed, Part
 
 MAX_DEFECTS = 50
+# Bounds on what the stdlib parser is given, so that its cost stays linear and small: a header
+# block longer than any real one, and more MIME delimiter lines than `max_parts` could use.
+MAX_HEADER_BYTES = 1024 * 1024
+DELIMITERS_PER_PART = 8
 
 _PARSER = BytesParser(policy=compat32)
 
@@ -51,6 +55,9 @@ _CHARSET_TOKEN = re.compile(r"[a-z0-9_.:+-]+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=", re.DOTALL)
 _CRLF = re.compile(r"[\r\n]+")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_OBS_FROM = re.compile(rb"From[ \t]+:")
+_OBS_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+_MIME_HEADER = re.compile(rb"(?i)content-|mime-version")
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_DELETE = bytes(b for b in range(256) if b not in _B64_ALPHABET)
@@ -185,11 +192,14 @@ def decode_header(value: object) -> str:
     """A raw header value as one line of text: unfolded, 8-bit and RFC 2047 decoded, no CR/LF."""
     try:
         text = value if isinstance(value, str) else str(value)
-        if text.isascii() and "=?" not in text and "\n" not in text and "\r" not in text:
-            return text.strip()  # the common case, kept cheap
-        # Unfolding removes the CRLF in front of continuation whitespace; stray CR/LF go too.
-        text = _header_text(text).replace("\r", "").replace("\n", "")
-        return decode_rfc2047(text).replace("\r", "").replace("\n", "").strip()
+        if "\n" in text or "\r" in text:
+            # Unfolding removes the CRLF before continuation whitespace; stray CR/LF go too.
+            text = text.replace("\r", "").replace("\n", "")
+        if not text.isascii():
+            text = _header_text(text)
+        if "=?" in text:
+            text = decode_rfc2047(text).replace("\r", "").replace("\n", "")
+        return text.strip()
     except Exception:  # a header must never stop the scan
         return ""
 
@@ -198,19 +208,51 @@ def decode_header(value: object) -> str:
 
 
 def _prepare(raw: bytes) -> bytes:
-    """Drop an mbox "From " line and blank lines in front of the header block."""
-    if raw.startswith(b"From "):
+    """Drop an mbox "From " line and blank lines in front of the header block, and read the
+    obsolete "Name :" header syntax (space before the colon) as "Name:"."""
+    if raw.startswith(b"From ") and not _OBS_FROM.match(raw):
         end = raw.find(b"\n")
         raw = raw[end + 1 :] if end >= 0 else b""
     if raw[:1] in (b"\r", b"\n", b" ", b"\t"):
         stripped = raw.lstrip(b" \t\r\n")
         if _HEADER_LINE.match(stripped):
-            return stripped
+            raw = stripped
+    end = _header_end(raw)
+    head = raw[:end]
+    if b" :" in head or b"\t:" in head:
+        raw = _OBS_NAME.sub(rb"\1:", head) + raw[end:]
     return raw
 
 
+def _header_end(data: bytes) -> int:
+    ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _without_junk_line(data: bytes) -> bytes | None:
+    """A stray non-header line inside the header block ("quite Delivered-To: ...") ends the
+    headers for the stdlib parser, hiding From and Subject below it. When real headers (not
+    a MIME part's Content-* lines) follow it, drop that one line instead."""
+    lines = data[: _header_end(data)].split(b"\n")
+    for i, line in enumerate(lines):
+        if _HEADER_LINE.match(line) or line[:1] in (b" ", b"\t"):
+            continue
+        if line.startswith(b"--") or i + 2 >= len(lines):
+            return None
+        following = lines[i + 1 : i + 4]
+        if not all(_HEADER_LINE.match(x) or x[:1] in (b" ", b"\t") for x in following[:2]):
+            return None
+        if not any(_HEADER_LINE.match(x) and not _MIME_HEADER.match(x) for x in following):
+            return None
+        start = sum(len(x) + 1 for x in lines[:i])
+        return data[:start] + data[start + len(line) + 1 :]
+    return None
+
+
 def _payload_bytes(node: Message) -> bytes:
-    payload = node.get_payload()
+    # The raw payload: get_payload() would already decode 8-bit text with the declared charset
+    # and "replace", losing the bytes the fallbacks here need.
+    payload = getattr(node, "_payload", None)
     if isinstance(payload, bytes):
         return payload
     if not isinstance(payload, str):
@@ -364,12 +406,13 @@ class _Walker:
         )
         if is_html:
             self.htmls.append(self.text_of(data, charset))
-        elif (ctype == "text/plain" or ctype.startswith("multipart/")) and (
-            disposition != "attachment"
+        elif (
+            (ctype == "text/plain" or ctype.startswith("multipart/"))
+            and disposition != "attachment"
+            and data.strip()
         ):
             # A multipart left as text (boundary lost, not recoverable) is shown as text.
-            if data.strip():
-                self.texts.append(self.text_of(data, charset))
+            self.texts.append(self.text_of(data, charset))
 
     @staticmethod
     def text_of(data: bytes, charset: str | None) -> str:
@@ -387,30 +430,61 @@ def _headers(msg: Message) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _failed(raw_size: int, exc: BaseException, hits: tuple[str, ...]) -> Parsed:
-    return Parsed((), (), (), (), (f"ParseError: {type(exc).__name__}",), hits, raw_size)
+def _bound(data: bytes, limits: Limits, walker: _Walker) -> bytes:
+    """Cut what would only cost time: an oversized header block, and everything after more
+    delimiter-looking lines than max_parts parts could ever need."""
+    if len(data) > MAX_HEADER_BYTES:
+        window = data[: MAX_HEADER_BYTES + 3]
+        if b"\n\n" not in window and b"\n\r\n" not in window:
+            walker.defect("HeaderBlockTruncated")
+            data = data[:MAX_HEADER_BYTES]
+    budget = limits.max_parts * DELIMITERS_PER_PART
+    if data.count(b"\n--") > budget:
+        pos = 0
+        for _ in range(budget):
+            pos = data.find(b"\n--", pos) + 3
+        walker.hit("max_parts")
+        data = data[:pos]
+    return data
+
+
+def _headers_only(data: bytes, walker: _Walker) -> tuple[tuple[str, str], ...]:
+    """The parser gave up on the structure (nesting deeper than its recursion allows): keep
+    the top-level headers and read the body as plain text."""
+    msg = _PARSER.parsebytes(data, headersonly=True)
+    body = _payload_bytes(msg)
+    if body.strip():
+        walker.texts.append(decode_bytes(body[: walker.limits.max_part_bytes], None))
+    return _headers(msg)
 
 
 def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (frozen, shared)
     """Parse any bytes into a `Parsed`. Never raises."""
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else 0
-    hits: tuple[str, ...] = ()
+    walker = _Walker(limits)
+    headers: tuple[tuple[str, str], ...] = ()
     try:
         data = bytes(raw)
         if len(data) > limits.max_message_bytes:
             data = data[: limits.max_message_bytes]
-            hits = ("max_message_bytes",)
-        msg = _PARSER.parsebytes(_prepare(data))
-        headers = _headers(msg)
-    except Exception as exc:  # the parser itself failed: report, do not propagate
-        return _failed(size, exc, hits)
-    walker = _Walker(limits)
-    for name in hits:
-        walker.hit(name)
-    try:
-        walker.walk(msg)
-    except Exception as exc:  # keep what was walked so far; the defect says it stopped early
-        walker.defect(f"WalkError: {type(exc).__name__}")
+            walker.hit("max_message_bytes")
+        data = _bound(_prepare(data), limits, walker)
+        try:
+            msg = _PARSER.parsebytes(data)
+            if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects):
+                repaired = _without_junk_line(data)
+                if repaired is not None:
+                    walker.defect("JunkHeaderLineDropped")
+                    msg = _PARSER.parsebytes(repaired)
+        except RecursionError:
+            walker.hit("max_mime_depth")
+            walker.defect("ParseError: RecursionError")
+            headers = _headers_only(data, walker)
+        else:
+            headers = _headers(msg)
+            walker.walk(msg)
+    except Exception as exc:  # keep what was read so far; the defect says it stopped early
+        walker.defect(f"ParseError: {type(exc).__name__}")
     return Parsed(
         headers=headers,
         texts=tuple(walker.texts),

@@ -96,6 +96,8 @@ class Lists:
     suspicious_tlds: frozenset[str] = frozenset()
     free_hosting: frozenset[str] = frozenset()  # site builders, buckets, form services
     esp_domains: frozenset[str] = frozenset()  # bulk senders / click trackers (not brands)
+    # Hosts that appear as URLs but are nobody's call to action (XML namespaces, DTDs).
+    ignored_link_hosts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +115,4 @@ class Lexicon:
     cues_before: frozenset[str] = frozenset()
     cues_after: frozenset[str] = frozenset()
     generic_author: frozenset[str] = frozenset()
+    lure_words: frozenset[str] = frozenset()  # first words of lure phrases ("gift", "verify")

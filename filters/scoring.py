@@ -9,18 +9,25 @@ from filters.checks import all_rules
 from filters.types import Finding, ScoredFinding
 
 
-def score(findings: tuple[Finding, ...], cfg: Config) -> tuple[float, tuple[ScoredFinding, ...]]:
+def score(
+    findings: tuple[Finding, ...], cfg: Config, claimed: bool = True
+) -> tuple[float, tuple[ScoredFinding, ...]]:
     """Sum of factor x weight, with each group's positive total capped at the group's cap.
 
     A capped group scales its findings down proportionally, so that every finding still shows
-    the share it really contributed."""
+    the share it really contributed. Without a brand claim, positive scores outside the
+    exempt groups are scaled by `scoring.unclaimed_factor`: on their own, shorteners, lure
+    words and odd links are the everyday stuff of newsletters, not brand misuse."""
     descriptions = all_rules()
     raw: list[tuple[Finding, str, float]] = []
     for finding in findings:
         rw = cfg.rules.get(finding.rule)
         if rw is None:  # a rule without a weight is a config error caught by check-config
             continue
-        raw.append((finding, rw.group, finding.factor * rw.weight))
+        s = finding.factor * rw.weight
+        if not claimed and s > 0 and rw.group not in cfg.scoring.unclaimed_exempt:
+            s *= cfg.scoring.unclaimed_factor
+        raw.append((finding, rw.group, s))
     totals: dict[str, float] = defaultdict(float)
     for _, group, s in raw:
         if s > 0:

@@ -61,16 +61,23 @@ def fold_accents(text: str) -> str:
     return unicodedata.normalize("NFC", _strip_marks(text))
 
 
-def skeleton(text: str) -> str:
-    """A brand-matching key: normalised, accents dropped, digits-as-letters folded, "rn"/"vv"
-    read as "m"/"w", and everything but letters and digits removed."""
-    text = fold_accents(normalise(text)).translate(_LEETSPEAK)
-    text = text.replace("rn", "m").replace("vv", "w")
-    return "".join(ch for ch in text if ch.isalnum())
+def _unleet(word: str) -> str:
+    # Only words that mix letters and digits ("amaz0n", "paypa1"): "2002" stays a number.
+    if word.isdigit() or not any(ch.isdigit() or ch in "$|" for ch in word):
+        return word
+    return word.translate(_LEETSPEAK)
 
 
 def words_skeleton(text: str) -> str:
-    """Like `skeleton` but keeping word boundaries as single spaces (for phrase matching)."""
-    text = fold_accents(normalise(text)).translate(_LEETSPEAK)
-    text = "".join(ch if ch.isalnum() else " " for ch in text)
-    return _SPACES.sub(" ", text).strip()
+    """A brand-matching form keeping word boundaries as single spaces: normalised, accents
+    dropped, digits that pass for letters folded inside words, punctuation removed."""
+    text = fold_accents(normalise(text))
+    text = "".join(ch if ch.isalnum() or ch in "$|" else " " for ch in text)
+    return " ".join(_unleet(w) for w in text.split())
+
+
+def skeleton(text: str) -> str:
+    """A brand-matching key with no word boundaries: like `words_skeleton`, with "rn"/"vv"
+    read as "m"/"w" and everything but letters and digits removed."""
+    text = words_skeleton(text).replace("rn", "m").replace("vv", "w")
+    return "".join(ch for ch in text if ch.isalnum())

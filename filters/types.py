@@ -128,6 +128,9 @@ class Features:
     limit_hits: tuple[str, ...]
     envelope: Envelope = field(default_factory=Envelope)
     list_headers: bool = False  # List-Id / List-Unsubscribe present (bulk mail from a list)
+    # Distributed by a mailing list (List-Id, List-Post, X-BeenThere, Mailing-List): the list
+    # rewrites the envelope and Reply-To, and its members link wherever they like.
+    mailing_list: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,12 @@ _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _EDGE = re.compile(r"^[\x00-\x20]+|[\x00-\x20]+$")
 _INNER_WS = re.compile(r"[\t\r\n]")
 _AUTHORITY_END = re.compile(r"[/\\?#]")
+# The leading character class lets the regex engine skip most positions cheaply; the
+# lookbehind (after it) keeps "xwww." and "a@www." from starting a URL.
 _TEXT_URL = re.compile(
-    r"(?:\b(?:https?|ftp)://|(?<![\w.@/-])www\.)[^\s<>\"'`\x00-\x1f\x7f]+", re.IGNORECASE
+    r"[hHfFwW](?<![\w@./-][hHfFwW])"
+    r"(?:(?<=[hH])[tT][tT][pP][sS]?://|(?<=[fF])[tT][pP]://|(?<=[wW])[wW][wW]\.)"
+    r"[^\s<>\"'`\x00-\x1f\x7f]+"
 )
 _TRAILING = ".,;:!?'\"*>]}|"
 _IPV4_PART = re.compile(r"0x[0-9a-f]*|[0-9]+")
@@ -78,7 +82,7 @@ def _parse_authority(rest: str) -> _Host:
     """rest: what follows "scheme:" with the leading slashes removed."""
     end = _AUTHORITY_END.search(rest)
     authority = rest[: end.start()] if end else rest
-    userinfo, at, hostport = authority.rpartition("@")
+    _userinfo, at, hostport = authority.rpartition("@")
     host = hostport
     if host.startswith("["):
         close = host.find("]")
@@ -90,9 +94,10 @@ def _parse_authority(rest: str) -> _Host:
     if "%" in host:
         host = unquote(host, errors="replace")
     host = host.strip().lower().rstrip(".")
-    dotted = ipv4_host(host)
-    if dotted is not None:
-        return _Host(dotted, True, bool(at))
+    if host[-1:].isdigit() or "0x" in host:  # only then can browsers read it as IPv4
+        dotted = ipv4_host(host)
+        if dotted is not None:
+            return _Host(dotted, True, bool(at))
     return _Host(domains.to_ascii(host), domains.is_ip(host), bool(at))
 
 
@@ -101,6 +106,9 @@ def _redirect(url: str, params: frozenset[str], depth: int = 0) -> str | None:
     if not params or "?" not in url:
         return None
     query = url.split("?", 1)[1].split("#", 1)[0]
+    lowered = query.lower()
+    if not any(f"{name}=" in lowered for name in params):
+        return None
     for name, value in parse_qsl(query, errors="replace"):
         if name.lower() not in params:
             continue
@@ -172,9 +180,8 @@ def _strip_trailing(url: str) -> str:
     """Drop sentence punctuation after a URL in text; keep a ")" that closes a "(" in it."""
     while url:
         last = url[-1]
-        if last in _TRAILING:
-            url = url[:-1]
-        elif last == ")" and url.count("(") < url.count(")"):
+        unbalanced = last == ")" and url.count("(") < url.count(")")
+        if last in _TRAILING or unbalanced:
             url = url[:-1]
         else:
             break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import itertools
 import quopri
 import re
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ def _walk(data: bytes, base: int, depth: int, out: list[_Leaf]) -> None:
         )
         body = data[body_at:]
         marks = list(delim.finditer(body))
-        for this, nxt in zip(marks, marks[1:], strict=False):
+        for this, nxt in itertools.pairwise(marks):
             if this.group(1):
                 break  # closing delimiter
             start = this.end() + (2 if body[this.end() : this.end() + 2] == b"\r\n" else 1)

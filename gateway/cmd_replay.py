@@ -183,7 +183,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "truncated": scanner.stats.oversize,
     }
     status = write_outputs(doc, args.report, args.json)
-    print_summary(doc, sys.stdout)
+    # With --json -, stdout carries the JSON alone.
+    print_summary(doc, sys.stderr if args.json == "-" else sys.stdout)
     if outcome.interrupted:
         return 130
     return status

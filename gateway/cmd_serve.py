@@ -60,6 +60,9 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine_factory) -> int:
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # aiosmtpd logs every command at INFO; our one line per message says what matters.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         gateway = build_gateway(args.config, overrides_from(args), engine_factory=engine_factory)
     except ConfigError as exc:

@@ -95,8 +95,12 @@ def init_scanner(
 
 
 def scan_item(item: Item) -> tuple[str, dict[str, Any]]:
-    """Worker function: one message -> (source, record). Never raises for a bad message."""
-    scanner: Scanner = _state["scanner"]
+    """Worker function: one message -> (source, record) with this process's scanner."""
+    return scan_with(_state["scanner"], item)
+
+
+def scan_with(scanner: Scanner, item: Item) -> tuple[str, dict[str, Any]]:
+    """(source, record); never raises for a bad message."""
     try:
         return item.source, scanner.scan(item.raw).to_dict()
     except Exception as exc:  # Engine.scan never raises; a fake or a bug must not stop a run
@@ -132,12 +136,12 @@ def scan_items(
     """(source, verdict.to_dict()) for each item, in input order.
 
     `factory` replaces the real Engine (tests); `config`, when already loaded by the caller,
-    saves loading it again for jobs=1 (workers always load from `config_path`).
+    saves loading it again for jobs=1 (workers always load from `config_path`). With jobs=1
+    each call has its own scanner, so several streams can run side by side in one process.
     """
     trusted = tuple(trusted_authserv)
-    if jobs <= 1 and config is not None and factory is None:
-        _state["scanner"] = engine_from_config(config, trusted)
-        return map_ordered(scan_item, items, jobs=1, window=window)
+    if jobs <= 1:
+        return _scan_inline(items, config_path, trusted, factory, config)
     return map_ordered(
         scan_item,
         items,
@@ -147,6 +151,25 @@ def scan_items(
         initargs=(config_path, trusted, factory),
         start_method=start_method,
     )
+
+
+def _scan_inline(
+    items: Iterable[Item],
+    config_path: str | None,
+    trusted: tuple[str, ...],
+    factory: ScannerFactory | None,
+    config: Config | None,
+) -> Generator[tuple[str, dict[str, Any]], None, None]:
+    # Its own scanner, not the per-process slot: two in-process streams (replay's config diff)
+    # must not share one.
+    if factory is not None:
+        scanner = factory(config_path, trusted)
+    elif config is not None:
+        scanner = engine_from_config(config, trusted)
+    else:
+        scanner = build_engine(config_path, trusted)
+    for item in items:
+        yield scan_with(scanner, item)
 
 
 # --------------------------------------------------------------------------- generic ordered map

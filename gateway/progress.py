@@ -39,14 +39,19 @@ class Progress:
         self.count = 0
         self.min_interval = min_interval
         self.started = time.perf_counter()
+        # The rate is measured from the first result on: start-up (imports, building the
+        # engine, starting workers) would otherwise make every early ETA far too long.
+        self.first: tuple[float, int] | None = None
         self._last_draw = 0.0
         self._drawn = False
 
     def update(self, n: int = 1) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = (now, self.count)
         self.count += n
         if not self.enabled:
             return
-        now = time.perf_counter()
         if now - self._last_draw >= self.min_interval:
             self._last_draw = now
             self._draw(now)
@@ -55,7 +60,7 @@ class Progress:
         """The bar as text (without carriage return), fitted to the terminal width."""
         now = time.perf_counter() if now is None else now
         elapsed = max(now - self.started, 1e-9)
-        rate = self.count / elapsed
+        rate = self.rate(now)
         width = shutil.get_terminal_size((80, 24)).columns - 1
         total = self.total if self.total and self.count <= self.total else None
         if total is None:
@@ -65,12 +70,20 @@ class Progress:
                 ]
             )
         frac = self.count / total
-        eta = (total - self.count) / rate if rate > 0 else 0.0
+        eta = format_duration((total - self.count) / rate) if rate > 0 else "?"
         left = f"{self.count}/{total} {100 * frac:3.0f}% "
-        right = f" {rate:.0f} {self.unit}/s ETA {format_duration(eta)}"
+        right = f" {rate:.0f} {self.unit}/s ETA {eta}"
         bar_width = max(0, min(40, width - len(left) - len(right) - 2))
         filled = int(bar_width * frac)
         return f"{left}[{'#' * filled}{'.' * (bar_width - filled)}]{right}"[:width]
+
+    def rate(self, now: float | None = None) -> float:
+        """Items per second since the first update (0 until there is a measurable interval)."""
+        if self.first is None:
+            return 0.0
+        now = time.perf_counter() if now is None else now
+        since, base = self.first
+        return (self.count - base) / (now - since) if now - since > 1e-6 else 0.0
 
     def _draw(self, now: float) -> None:
         self.stream.write("\r" + self.line(now) + "\x1b[K")

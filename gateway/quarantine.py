@@ -198,7 +198,7 @@ class QuarantineStore:
         " summary, findings, size, released, deleted"
     )
 
-    def list(self, include_gone: bool = False) -> list[Entry]:
+    def entries(self, include_gone: bool = False) -> list[Entry]:
         where = "" if include_gone else " WHERE released IS NULL AND deleted IS NULL"
         with self._db() as db:
             rows = db.execute(f"SELECT {self._COLUMNS} FROM messages{where} ORDER BY time")
@@ -213,7 +213,9 @@ class QuarantineStore:
 
     def get(self, qid: str) -> Entry:
         with self._db() as db:
-            row = db.execute(f"SELECT {self._COLUMNS} FROM messages WHERE id = ?", (qid,)).fetchone()
+            row = db.execute(
+                f"SELECT {self._COLUMNS} FROM messages WHERE id = ?", (qid,)
+            ).fetchone()
         if row is None:
             raise KeyError(qid)
         return self._entry(row)
@@ -221,11 +223,13 @@ class QuarantineStore:
     def raw(self, qid: str) -> bytes:
         return self.path_of(qid).read_bytes()
 
-    def audit(self, qid: str | None = None) -> list[tuple[float, str, str, str, str, str]]:
+    def audit(self, qid: str | None = None) -> list[tuple[Any, ...]]:
         with self._db() as db:
             sql = "SELECT time, id, action, by, reason, detail FROM audit"
-            rows = db.execute(sql + " WHERE id = ? ORDER BY seq", (qid,)) if qid else db.execute(
-                sql + " ORDER BY seq"
+            rows = (
+                db.execute(sql + " WHERE id = ? ORDER BY seq", (qid,))
+                if qid
+                else db.execute(sql + " ORDER BY seq")
             )
             return [tuple(r) for r in rows.fetchall()]
 

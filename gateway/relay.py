@@ -100,7 +100,9 @@ async def relay(
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return RelayResult(451, f"4.4.1 Next hop {host}:{port} unavailable ({type(exc).__name__})")
+            return RelayResult(
+                451, f"4.4.1 Next hop {host}:{port} unavailable ({type(exc).__name__})"
+            )
         try:
             return await _transaction(client, req)
         except aiosmtplib.SMTPTimeoutError:

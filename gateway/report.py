@@ -17,6 +17,7 @@ CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
     "base-uri 'none'; form-action 'none'"
 )
+_SHORT = {"quarantine": "quar."}  # threshold names drawn over narrow histograms
 SWEEP_ROWS = 60  # the full sweep is in --json; the page shows a readable sample
 
 _COLOURS = {
@@ -293,7 +294,7 @@ def histogram_svg(
                 f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + ph}" stroke="#333" '
                 f'stroke-dasharray="3,3"><title>{_e(f"{name} threshold {t:g}")}</title></line>'
                 f'<text x="{x - 2:.1f}" y="{mt + 8}" font-size="9" text-anchor="end" '
-                f'fill="#333">{_e(name[:5])}</text>'
+                f'fill="#333">{_e(_SHORT.get(name, name))}</text>'
             )
     out.append(
         f'<text x="{ml - 4}" y="{mt + 10}" font-size="10" text-anchor="end">{top}</text>'
@@ -380,6 +381,8 @@ def render(doc: dict[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">',
         '<meta name="referrer" content="no-referrer">',
+        # An empty inline icon, so that no browser goes looking for /favicon.ico.
+        '<link rel="icon" href="data:,">',
         "<title>brandgate replay report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>brandgate replay</h1>",

@@ -45,7 +45,7 @@ def default_engine_factory(config: Config) -> Scanner:
     dns = None
     if config.engine.verify_dkim:
         try:
-            from gateway.dns import make_txt_lookup  # type: ignore[import-not-found,unused-ignore]
+            from gateway.dns import make_txt_lookup
 
             dns = make_txt_lookup(config.engine.dns_timeout)
         except ImportError:
@@ -74,6 +74,7 @@ def _init_worker(factory: EngineFactory, config: Config) -> None:
     global _scanner
     # Signals are the parent's business: a terminal's Ctrl-C or a SIGHUP to the process group
     # must not kill workers under in-flight scans.
+    signal.set_wakeup_fd(-1)  # the parent's event loop owns the inherited wakeup pipe
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.SIG_IGN)
     _scanner = factory(config)
@@ -118,12 +119,12 @@ class _Pool:
 
     async def retire(self, grace: float) -> None:
         """Let the scans already in this pool finish (up to grace), then kill what is left."""
+        # ProcessPoolExecutor has no public way to stop a stuck task; its processes are ours.
+        procs = list((getattr(self.executor, "_processes", None) or {}).values())
         self.executor.shutdown(wait=False, cancel_futures=False)
         deadline = time.monotonic() + grace
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        # ProcessPoolExecutor has no public way to stop a stuck task; its processes are ours.
-        procs = list(getattr(self.executor, "_processes", {}).values())
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
@@ -150,7 +151,7 @@ class ScanService:
         pool = _Pool(self.factory, config, self.workers)
         try:
             await pool.warm_up(max(30.0, self.timeout))
-        except (Exception, asyncio.TimeoutError) as exc:
+        except (TimeoutError, Exception) as exc:
             await pool.retire(0.0)
             raise ScanError(f"cannot start scan workers: {type(exc).__name__}: {exc}") from exc
         old, self._pool, self.config = self._pool, pool, config
@@ -170,7 +171,7 @@ class ScanService:
         fut = pool.submit(raw, envelope)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._replace_stuck(pool)
             raise ScanError(f"scan timed out after {self.timeout:g} s") from None
         except BrokenProcessPool as exc:

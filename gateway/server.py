@@ -12,6 +12,7 @@ The DATA answer is never given before the message is with the next hop or in qua
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -24,7 +25,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from config.loader import SHIPPED_DIR, Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
@@ -84,6 +86,10 @@ def _kv(value: Any) -> str:
 class GatewaySMTP(SMTP):
     """aiosmtpd's session plus: admission at connect, XFORWARD, separate DATA timeout."""
 
+    # RFC 5321 says 1000, but real mail has longer lines and Postfix passes them on (folding
+    # them itself on delivery); refusing them with a 5xx would bounce legitimate mail.
+    line_length_limit = 65536
+
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
         super().__init__(gateway.handler, **kwargs)
         self.gateway = gateway
@@ -98,10 +104,8 @@ class GatewaySMTP(SMTP):
     async def _handle_client(self) -> None:
         refusal = self.gateway.admit(self)
         if refusal is not None:
-            try:
+            with contextlib.suppress(ConnectionError):
                 await self.push(refusal)
-            except ConnectionError:
-                pass
             if self.transport is not None:
                 self.transport.close()
             return
@@ -291,7 +295,7 @@ class Gateway:
             self.server.close()
         for sess in list(self.sessions):
             if not sess.in_transaction and sess.transport is not None:
-                sess.transport.write(b"421 4.3.2 Service shutting down\r\n")
+                sess._writer.write(b"421 4.3.2 Service shutting down\r\n")
                 sess.transport.close()
         deadline = time.monotonic() + self.settings.drain_timeout
         while self.sessions and time.monotonic() < deadline:
@@ -371,9 +375,7 @@ class Gateway:
         }
         clean = actions.strip_our_headers(raw)
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
-        reply = await self._decide_and_act(
-            clean, raw, envelope, options, xf, env.smtp_utf8, record
-        )
+        reply = await self._decide_and_act(clean, raw, envelope, options, xf, env.smtp_utf8, record)
         record["ms"] = round((time.monotonic() - t0) * 1000)
         record["reply"] = reply
         msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in record.items() if v is not None))
@@ -494,7 +496,9 @@ class Gateway:
             record["error"] = f"quarantine: {exc}"
             return "451 4.3.0 Quarantine unavailable, try again later"
         record["quarantine_id"] = qid
-        self.metrics.quarantine_size.inc()
+        # a count, not inc(): `brandgate quarantine delete/release` change it behind our back
+        with contextlib.suppress(Exception):
+            self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
         if self.settings.mode == "before-queue":
             return f"250 2.0.0 Ok: queued as {qid}"  # the sender need not learn where it went
         return f"250 2.0.0 Ok: held in quarantine as {qid}"

@@ -98,13 +98,15 @@ class GatewaySettings:
 # --------------------------------------------------------------------------- validators
 
 
-def parse_hostport(value: Any, file: str, key: str) -> tuple[str, int]:
+def parse_hostport(value: Any, file: str, key: str, any_port: bool = False) -> tuple[str, int]:
+    """HOST:PORT ([v6]:PORT too); any_port allows 0 (the OS picks a free port; tests)."""
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(file, key, f"expected \"HOST:PORT\", got {value!r}")
+        raise ConfigError(file, key, f'expected "HOST:PORT", got {value!r}')
     host, _, port_s = value.rpartition(":")
     host = host.strip("[]")
-    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError(file, key, f"expected \"HOST:PORT\" with a port 1-65535, got {value!r}")
+    low = 0 if any_port else 1
+    if not host or not port_s.isdigit() or not low <= int(port_s) < 65536:
+        raise ConfigError(file, key, f'expected "HOST:PORT" with a port 1-65535, got {value!r}')
     return host, int(port_s)
 
 
@@ -140,7 +142,7 @@ def _text(value: Any, file: str, key: str) -> str:
 
 def _networks(value: Any, file: str, key: str) -> tuple[IpNetwork, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(file, key, "expected a list of networks like \"127.0.0.0/8\"")
+        raise ConfigError(file, key, 'expected a list of networks like "127.0.0.0/8"')
     out = []
     for item in value:
         try:
@@ -158,7 +160,7 @@ def _mode(value: Any, file: str, key: str) -> str:
 
 def _actions(value: Any, file: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise ConfigError(file, "gateway.actions", "expected a table of verdict = \"action\"")
+        raise ConfigError(file, "gateway.actions", 'expected a table of verdict = "action"')
     out = {v: v for v in VERDICTS}
     for verdict, action in value.items():
         key = f"gateway.actions.{verdict}"
@@ -190,7 +192,7 @@ def from_table(table: Mapping[str, Any], file: str) -> GatewaySettings:
     k = "gateway."
     changes: dict[str, Any] = {}
     if "listen" in t:
-        changes["listen"] = parse_hostport(t["listen"], file, k + "listen")
+        changes["listen"] = parse_hostport(t["listen"], file, k + "listen", any_port=True)
     if "next_hop" in t:
         changes["next_hop"] = parse_hostport(t["next_hop"], file, k + "next_hop")
     if "mode" in t:
@@ -240,7 +242,7 @@ def with_overrides(
     src = "command line"
     changes: dict[str, Any] = {}
     if listen is not None:
-        changes["listen"] = parse_hostport(listen, src, "--listen")
+        changes["listen"] = parse_hostport(listen, src, "--listen", any_port=True)
     if next_hop is not None:
         changes["next_hop"] = parse_hostport(next_hop, src, "--next-hop")
     if mode is not None:
@@ -254,3 +256,7 @@ def with_overrides(
     if workers is not None:
         changes["workers"] = _whole(workers, src, "--workers", 0)
     return replace(settings, **changes)
+
+
+# The name `brandgate check-config` (gateway/cmd_explain.py) calls.
+gateway_settings = from_config

@@ -6,14 +6,15 @@ known in advance; the config-diff and corpus tests run the real engine.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,7 @@ def fake_verdict(raw: bytes, thresholds: dict[str, float]) -> dict[str, Any]:
         "brand": "Example" if rules else None,
         "summary": f"fake verdict, score {score}",
         "status": "ok",
-        "findings": [
-            {"rule": r, "group": "claim", "score": share, "evidence": []} for r in rules
-        ],
+        "findings": [{"rule": r, "group": "claim", "score": share, "evidence": []} for r in rules],
     }
 
 
@@ -194,9 +193,7 @@ def test_lowest_threshold_meeting_target() -> None:
 
 
 def test_sweep_in_result_and_configured_point(archive: Path) -> None:
-    doc = run_fake(
-        [str(archive)], replay.FolderLabels(["phish", "spam", "ham"]), target_fpr=0.0
-    )
+    doc = run_fake([str(archive)], replay.FolderLabels(["phish", "spam", "ham"]), target_fpr=0.0)
     sweep = doc["sweep"]
     assert sweep["recommended_tag"]["threshold"] == 4.5  # the first above ham's 4.2
     assert sweep["recommended_tag"]["fn"] == 1
@@ -268,7 +265,7 @@ def overlay(tmp_path: Path, tag: float) -> Path:
 
 
 def test_compare_config_lists_changed_verdicts(archive: Path, tmp_path: Path) -> None:
-    cfg = overlay(tmp_path, 1.5)  # tag at 1.5: h3 (2.0, ham) and p3 (1.0, phish)? only h3
+    cfg = overlay(tmp_path, 1.5)  # only h3 (ham, 2.0) lies in [1.5, 4)
     doc = run_fake(
         [str(archive)],
         replay.FolderLabels(["phish", "spam", "ham", "malformed"]),
@@ -313,7 +310,21 @@ def test_report_escapes_message_text(archive: Path) -> None:
     page = render(doc)
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "default-src 'none'" in page
+    assert csp_of(page).startswith("default-src 'none';")
+
+
+def csp_of(page: str) -> str:
+    found: list[str] = []
+
+    class Meta(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "meta" and a.get("http-equiv") == "Content-Security-Policy":
+                found.append(a.get("content") or "")
+
+    Meta().feed(page)
+    assert len(found) == 1
+    return found[0]
 
 
 def test_json_is_serialisable(archive: Path) -> None:
@@ -457,6 +468,33 @@ def test_cli_rejects_a_bad_labels_file(tmp_path: Path) -> None:
     assert rep.returncode == 2 and "path" in rep.stderr
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def test_ctrl_c_writes_a_partial_report(tmp_path: Path) -> None:
+    # The archive is a FIFO that we keep open: replay reads what we wrote, then waits for more
+    # until SIGINT arrives -- interrupted mid-archive however fast or slow the machine is.
+    fifo = tmp_path / "ham" / "box.mbox"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    report, out_json = tmp_path / "r.html", tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [BRANDGATE, "replay", str(fifo), "--labels", "folders", "--no-progress", "--jobs", "1",
+         "--report", str(report), "--json", str(out_json)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        with fifo.open("wb") as writer:  # blocks until replay opens the FIFO
+            for i in range(5):
+                writer.write(b"From x@example.org Sat Jan  1 00:00:00 2000\n")
+                writer.write(f"From: a@example.org\nSubject: m{i}\n\nhello\n\n".encode())
+            writer.flush()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    doc = json.loads(out_json.read_text())
+    assert doc["complete"] is False and "Interrupted" in doc["note"]
+    assert 0 <= doc["messages"] <= 5
+    assert "Interrupted" in report.read_text()

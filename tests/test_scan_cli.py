@@ -24,6 +24,7 @@ from gateway import cmd_scan
 from gateway.archive import Item
 from gateway.output import CSV_FIELDS
 from gateway.parallel import Scanner, map_ordered, scan_items
+from gateway.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,9 @@ def test_csv_parses_back(archive: Path, tmp_path: Path) -> None:
     assert "\n" not in rows[1]["summary"]
 
 
-def test_text_lines_and_summary_on_stdout(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_lines_and_summary_on_stdout(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_fake(str(archive), "--no-progress") == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -129,7 +132,9 @@ def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     assert run_fake(str(tmp_path / "nope")) == 2
 
 
-def test_scan_error_becomes_error_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scan_error_becomes_error_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "x.eml").write_bytes(msg("boom"))
     assert run_fake(str(tmp_path), "--format", "jsonl") == 0
     captured = capsys.readouterr()
@@ -218,3 +223,31 @@ def test_real_engine_jobs_two_equals_jobs_one(archive: Path) -> None:
     sources = [json.loads(line)["source"] for line in one.stdout.splitlines()]
     assert len(sources) == 43 and sources[0] == str(archive / "a.eml")
     assert sources[1] == f"{mbox}#1"
+
+
+# --------------------------------------------------------------------------- progress bar
+
+
+def test_progress_bar_shows_count_rate_and_eta() -> None:
+    stream = io.StringIO()
+    bar = Progress(200, stream=stream, enabled=True, min_interval=0.0)
+    bar.update(50)
+    assert bar.first is not None
+    bar.first = (bar.first[0] - 10.0, 0)  # as if the 50 messages took 10 s
+    line = bar.line()
+    assert line.startswith("50/200  25% [")
+    assert "5 msg/s" in line and "ETA 0:30" in line
+    bar.close()
+    assert stream.getvalue().endswith("\n") and "\r" in stream.getvalue()
+
+
+def test_progress_bar_without_total_and_when_disabled() -> None:
+    stream = io.StringIO()
+    bar = Progress(None, stream=stream, enabled=True, min_interval=0.0)
+    bar.update(3)
+    assert bar.line().startswith("3 msg ")
+    quiet = io.StringIO()
+    off = Progress(10, stream=quiet)  # a StringIO is not a terminal: never drawn
+    off.update(5)
+    off.close()
+    assert quiet.getvalue() == "" and off.count == 5

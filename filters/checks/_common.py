@@ -7,18 +7,22 @@ from urllib.parse import urlsplit
 
 from filters import auth
 from filters.domains import registrable
-from filters.registry import Brand, BrandRegistry
+from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import Features, Link
 
 # Where a link is something the reader is asked to click (images only decorate).
 CTA_PLACES = frozenset({"html-a", "html-form", "html-area", "text"})
 
 
-def cta_links(f: Features) -> list[Link]:
+def cta_links(f: Features, lists: Lists) -> list[Link]:
     return [
         link
         for link in f.links
-        if link.where in CTA_PLACES and link.scheme in ("http", "https", "") and link.host
+        if link.where in CTA_PLACES
+        and link.scheme in ("http", "https", "")
+        and link.host
+        and link.registrable not in lists.ignored_link_hosts
+        and link.host not in lists.ignored_link_hosts
     ]
 
 
@@ -75,6 +79,14 @@ def auth_failed(f: Features, domain: str) -> str | None:
             and not any(auth.aligned(p, domain) for p in passed)
         ):
             return f"DKIM signature of {res.domain} failed verification ({res.authserv_id})"
+    return None
+
+
+def free_hosted(host: str, lists: Lists) -> str | None:
+    """The free-hosting entry (site builder, bucket, form service) serving `host`, if any."""
+    for entry in lists.free_hosting:
+        if host == entry or host.endswith("." + entry):
+            return entry
     return None
 
 

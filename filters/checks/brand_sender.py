@@ -7,12 +7,15 @@ from collections.abc import Iterable
 from filters.checks._common import auth_failed, brand_authenticated
 from filters.claim import PLACE_NAMES
 from filters.context import Context
+from filters.registry import Brand, BrandRegistry
 from filters.types import BrandClaim, Features, Finding
 
 RULES = {
     "BRAND_SENDER_UNVERIFIED": "Claims a brand, but the From domain is not one of the brand's",
     "BRAND_FREEMAIL_SENDER": "Claims a brand while sending from a freemail mailbox",
     "BRAND_DOMAIN_SPOOF": "Uses the brand's own From domain, but trusted authentication failed",
+    "BRAND_DOMAIN_UNAUTHENTICATED": "Uses the brand's own From domain with nothing from the brand "
+    "vouching for it",
 }
 
 
@@ -33,6 +36,8 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
                 "BRAND_DOMAIN_SPOOF",
                 (f"From {f.from_addr.address} is a {brand.name} domain ({entry})", failed),
             )
+        else:
+            yield from _unvouched(f, brand, reg)
         return
     yield Finding(
         "BRAND_SENDER_UNVERIFIED",
@@ -48,3 +53,31 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             (f"{brand.name} claimed from the freemail address {f.from_addr.address}",),
             factor=claim.strength,
         )
+
+
+def _unvouched(f: Features, brand: Brand, reg: BrandRegistry) -> Iterable[Finding]:
+    """The brand's own domain in From, and nothing that the brand controls behind it.
+
+    Brands sign their mail and receive their own bounces (directly or through their ESP's
+    arrangement under their domain). A signature only by some other domain, or an envelope
+    sender outside the brand, is what a spoof looks like; no signature at all is weaker
+    evidence, since archives and forwarders strip headers."""
+    assert f.from_addr is not None
+    signers = [d for d in f.dkim_domains if d]
+    brand_signed = any(reg.may_send(brand, d) for d in signers)
+    if brand_signed:
+        return
+    rp = f.return_path
+    foreign_rp = bool(rp and rp.domain and not reg.may_send(brand, rp.domain))
+    if f.mailing_list:
+        # A list re-signs and takes the bounces: neither says anything about the author.
+        signers, foreign_rp = [], False
+    evidence = [f"From {f.from_addr.address} uses {brand.name}'s domain"]
+    if signers:
+        evidence.append(f"signed only by {', '.join(dict.fromkeys(signers))}")
+    else:
+        evidence.append(f"no DKIM signature of a {brand.name} domain")
+    if foreign_rp and rp is not None:
+        evidence.append(f"envelope sender {rp.domain} is not a {brand.name} domain")
+    factor = 1.0 if signers or foreign_rp else 0.5
+    yield Finding("BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=factor)

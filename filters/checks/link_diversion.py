@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import cta_links, sample, target_domains
+from filters.checks._common import cta_links, free_hosted, sample, target_domains
 from filters.context import Context
 from filters.types import BrandClaim, Features, Finding
 
@@ -19,13 +19,17 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     reg = ctx.registry
     brand = reg.brands[claim.brand]
     sender_is_brand = bool(f.from_addr and reg.may_send(brand, f.from_addr.domain))
-    links = cta_links(f)
+    links = cta_links(f, ctx.lists)
     if not links:
         return
     foreign: list[str] = []
     for link in links:
         for dom in target_domains(link):
             if reg.may_link(brand, dom):
+                continue
+            # Another brand's own site (a carrier's tracking page in a shop's mail) is not
+            # somebody else's website; pages on free hosting under a brand's domain still are.
+            if reg.link_brand(dom) and not free_hosted(link.host, ctx.lists):
                 continue
             # The brand's own mail is tracked through its ESP; only then is that host fine.
             if sender_is_brand and dom in ctx.lists.esp_domains:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import cta_links, redirect_target, sample
+from filters.checks._common import cta_links, free_hosted, redirect_target, sample
 from filters.context import Context
 from filters.types import BrandClaim, Features, Finding, Link
 
@@ -28,16 +28,8 @@ def _tld(host: str) -> str:
     return host.rsplit(".", 1)[-1] if "." in host else ""
 
 
-def _free_host(link: Link, ctx: Context) -> str | None:
-    host = link.host
-    for entry in ctx.lists.free_hosting:
-        if host == entry or host.endswith("." + entry):
-            return entry
-    return None
-
-
 def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
-    links = cta_links(f)
+    links = cta_links(f, ctx.lists)
     hits: dict[str, list[str]] = {rule: [] for rule in RULES}
     for link in links:
         if link.registrable in ctx.lists.shorteners or link.host in ctx.lists.shorteners:
@@ -51,7 +43,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             hits["LINK_USERINFO"].append(link.url[:80])
         if _tld(link.host) in ctx.lists.suspicious_tlds:
             hits["LINK_SUSPICIOUS_TLD"].append(link.host)
-        free = _free_host(link, ctx)
+        free = free_hosted(link.host, ctx.lists)
         if free:
             hits["LINK_FREE_HOSTING"].append(link.host)
     hits["LINK_DATA_URI"] = [

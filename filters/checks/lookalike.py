@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from filters.checks._common import CTA_PLACES
+from filters.checks._common import CTA_PLACES, brand_authenticated
 from filters.context import Context
 from filters.domains import registrable, to_unicode
 from filters.lookalike import Imitation, classify
@@ -48,15 +48,20 @@ def _show(host: str) -> str:
     return host if uni == host else f"{host} ({uni})"
 
 
-def _hit(role: str, host: str, claim: BrandClaim | None, ctx: Context) -> _Hit | None:
+def _hit(
+    role: str, host: str, claim: BrandClaim | None, ctx: Context, authed: bool = False
+) -> _Hit | None:
+    reg = registrable(host)
+    if reg in ctx.lists.freemail or host in ctx.lists.freemail:
+        return None  # a mailbox provider is no imitation (brand_sender judges freemail)
     im = classify(host, ctx.registry)
     if im is None:
         return None
-    reg = registrable(host)
     if im.weak:
         # A bare token as a subdomain label is a tenant name on SaaS and ESP hosts and a
-        # section name on news sites: it counts only on free hosting or under a claim.
-        claimed = claim is not None and claim.brand == im.brand
+        # section name on news sites, a swap to .net or a country code often the brand's own
+        # site: a hint that counts on free hosting, or under an unauthenticated claim.
+        claimed = claim is not None and claim.brand == im.brand and not authed
         if reg in ctx.lists.esp_domains or not (claimed or reg in ctx.lists.free_hosting):
             return None
     if im.technique == "subdomain":
@@ -114,17 +119,19 @@ def _link_hosts(f: Features) -> dict[str, float]:
 
 
 def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
+    brand = ctx.registry.get(claim.brand) if claim else None
+    authed = brand is not None and brand_authenticated(f, brand, ctx.registry) is not None
     sender = _finding(
         "LOOKALIKE_SENDER_DOMAIN",
-        (_hit(role, host, claim, ctx) for role, host in _sender_hosts(f)),
+        (_hit(role, host, claim, ctx, authed) for role, host in _sender_hosts(f)),
     )
     reply = _finding(
         "LOOKALIKE_REPLY_DOMAIN",
-        (_hit("Reply-To domain", a.domain, claim, ctx) for a in f.reply_to if a.domain),
+        (_hit("Reply-To domain", a.domain, claim, ctx, authed) for a in f.reply_to if a.domain),
     )
     link_hits: list[_Hit] = []
     for host, weight in _link_hosts(f).items():
-        hit = _hit("link host", host, claim, ctx)
+        hit = _hit("link host", host, claim, ctx, authed)
         if hit is not None:
             link_hits.append(_Hit(hit.factor * weight, hit.evidence))
     link = _finding("LOOKALIKE_LINK_DOMAIN", link_hits)

@@ -87,9 +87,15 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         for phrase, rule in m.cjk:
             if phrase in text:
                 found.setdefault(rule, []).append(phrase)
-    # Lure words matter most when the message also speaks as a brand; alone they are the
-    # everyday vocabulary of shops and newsletters.
+    # Lure words matter most when the message also speaks as a brand from elsewhere; alone,
+    # or from the brand's own domain, they are the everyday vocabulary of shops and carriers.
     weight = 1.0 if claim else 0.35
+    if (
+        claim
+        and f.from_addr
+        and ctx.registry.may_send(ctx.registry.brands[claim.brand], f.from_addr.domain)
+    ):
+        weight = 0.5
     for rule, phrases in found.items():
         distinct = len(set(phrases))
         factor = weight * min(1.0, 0.6 + 0.2 * (distinct - 1))

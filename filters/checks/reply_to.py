@@ -14,15 +14,17 @@ RULES = {
 
 
 def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
-    if f.from_addr is None or not f.from_addr.registrable:
+    # A mailing list sets Reply-To to itself: that is how lists work, not a diversion.
+    if f.from_addr is None or not f.from_addr.registrable or f.mailing_list:
         return
     own = f.from_addr.registrable
     reg = ctx.registry
     for rt in f.reply_to:
         if not rt.registrable or rt.registrable == own:
             continue
-        # A brand replying through another of its own domains is not a diversion.
-        if claim and reg.may_send(reg.brands[claim.brand], rt.domain):
+        # Replies to a brand's own domain (the brand itself, or the carrier a shop's notice
+        # names) reach the brand, not a stranger.
+        if reg.sender_brand(rt.domain):
             continue
         if rt.registrable in ctx.lists.freemail and own not in ctx.lists.freemail:
             yield Finding(

@@ -1,0 +1,236 @@
+"""`brandgate quarantine list|show|release|delete|purge`: look after the quarantine store.
+
+release re-scans the message under the current config (and prints the new verdict), re-injects
+it to the next hop with its original envelope, and records who released it and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import smtplib
+import sys
+import time
+from typing import Any
+
+from config.loader import Config, ConfigError, load_config
+from filters.types import Envelope, Verdict
+from gateway import actions
+from gateway.quarantine import Entry, QuarantineStore
+from gateway.relay import XFORWARD_ATTRS
+from gateway.scanpool import default_engine_factory, engine_config_for_serve
+from gateway.server import dkim_set_by_admin
+from gateway.settings import GatewaySettings, from_config, parse_hostport, with_overrides
+
+log = logging.getLogger("brandgate.quarantine")
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
+
+
+def parse_age(text: str) -> float:
+    m = _AGE.match(text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected an age like 30d, 12h, 90m: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("quarantine", help="list, show, release, delete or purge quarantined mail")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE|DIR", help="admin config file or directory")
+    common.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
+    acts = p.add_subparsers(dest="qaction", required=True, metavar="ACTION")
+    a = acts.add_parser("list", parents=[common], help="messages held now")
+    a.add_argument("--all", action="store_true", help="include released and deleted ones")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a = acts.add_parser("show", parents=[common], help="one message: envelope, verdict, audit")
+    a.add_argument("id")
+    a.add_argument("--raw", action="store_true", help="print the stored message itself")
+    a = acts.add_parser("release", parents=[common], help="re-scan and deliver to the next hop")
+    a.add_argument("id")
+    a.add_argument("--by", required=True, metavar="WHO", help="who releases it (audit log)")
+    a.add_argument("--reason", required=True, metavar="WHY", help="why (audit log)")
+    a.add_argument("--next-hop", metavar="HOST:PORT", help="override the configured next hop")
+    a.add_argument("--force", action="store_true", help="release again after an earlier release")
+    a = acts.add_parser("delete", parents=[common], help="delete one message")
+    a.add_argument("id")
+    a.add_argument("--by", default="cli", metavar="WHO")
+    a.add_argument("--reason", default="", metavar="WHY")
+    a = acts.add_parser("purge", parents=[common], help="delete old messages")
+    a.add_argument("--older-than", required=True, type=parse_age, metavar="AGE")
+    a.add_argument("--by", default="cli", metavar="WHO")
+    p.set_defaults(func=handler)
+
+
+def _load(args: argparse.Namespace, need_config: bool) -> tuple[Config | None, GatewaySettings]:
+    try:
+        config: Config | None = load_config(args.config)
+    except ConfigError:
+        if need_config or not args.quarantine_dir:
+            raise
+        config = None  # the store alone is enough to list/show/delete
+    settings = from_config(config) if config is not None else GatewaySettings()
+    return config, with_overrides(settings, quarantine_dir=args.quarantine_dir)
+
+
+def handler(args: argparse.Namespace) -> int:
+    try:
+        config, settings = _load(args, need_config=args.qaction == "release")
+        store = QuarantineStore(settings.quarantine_dir).open()
+        if args.qaction == "list":
+            return _list(store, args)
+        if args.qaction == "show":
+            return _show(store, args)
+        if args.qaction == "release":
+            assert config is not None
+            return _release(store, config, settings, args)
+        if args.qaction == "delete":
+            store.delete(args.id, args.by, args.reason)
+            log.info("quarantine delete id=%s by=%s", args.id, args.by)
+            print(f"deleted {args.id}")
+            return 0
+        ids = store.purge(args.older_than, args.by)
+        print(f"purged {len(ids)} message(s)")
+        return 0
+    except ConfigError as exc:
+        print(f"brandgate quarantine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"brandgate quarantine: no such message: {exc.args[0]}", file=sys.stderr)
+        return 1
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _list(store: QuarantineStore, args: argparse.Namespace) -> int:
+    for e in store.entries(include_gone=args.all):
+        if args.json:
+            print(json.dumps(_as_dict(e), ensure_ascii=False))
+            continue
+        state = "released" if e.released else "deleted" if e.deleted else "held"
+        rcpts = ",".join(e.rcpts)
+        print(
+            f"{e.id}  {_when(e.time)}  {state:8}  {e.verdict:10} {e.score:6.2f}  "
+            f"{e.brand or '-':12}  <{e.mail_from}> -> {rcpts}"
+        )
+    return 0
+
+
+def _as_dict(e: Entry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "time": e.time,
+        "mail_from": e.mail_from,
+        "rcpts": list(e.rcpts),
+        "mail_options": list(e.mail_options),
+        "client": e.client,
+        "verdict": e.verdict,
+        "score": e.score,
+        "brand": e.brand,
+        "rules": e.rules,
+        "summary": e.summary,
+        "size": e.size,
+        "released": e.released,
+        "deleted": e.deleted,
+        "findings": e.findings.get("findings", []),
+    }
+
+
+def _show(store: QuarantineStore, args: argparse.Namespace) -> int:
+    e = store.get(args.id)
+    if args.raw:
+        sys.stdout.buffer.write(store.raw(e.id))
+        return 0
+    out = _as_dict(e)
+    out["audit"] = [
+        {"time": t, "action": a, "by": b, "reason": r, "detail": d}
+        for t, _qid, a, b, r, d in store.audit(e.id)
+    ]
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _rescan(config: Config, settings: GatewaySettings, raw: bytes, e: Entry) -> Verdict | None:
+    try:
+        engine_cfg = engine_config_for_serve(
+            config, settings.trusted_authserv_ids, dkim_set_by_admin(config)
+        )
+        engine = default_engine_factory(engine_cfg)
+        env = Envelope(e.mail_from, e.rcpts, e.client.get("addr"), e.client.get("helo"))
+        return engine.scan(raw, env)
+    except Exception as exc:  # the admin's decision stands even if the engine is broken
+        print(f"re-scan failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+
+
+def reinject(
+    data: bytes, e: Entry, host: str, port: int, local_hostname: str, timeout: float
+) -> str:
+    """Deliver with the original envelope; returns the next hop's reply or raises."""
+    with smtplib.SMTP(host, port, local_hostname=local_hostname, timeout=timeout) as smtp:
+        smtp.ehlo()
+        xf = e.client.get("xforward") or {}
+        if xf and smtp.has_extn("xforward"):
+            announced = set((smtp.esmtp_features.get("xforward") or "").upper().split())
+            attrs = " ".join(
+                f"{k}={v}" for k, v in xf.items() if k in announced and k in XFORWARD_ATTRS
+            )
+            if attrs:
+                smtp.docmd("XFORWARD", attrs)
+        opts = [o for o in e.mail_options if o in ("BODY=8BITMIME", "SMTPUTF8")]
+        if "BODY=8BITMIME" in opts and not smtp.has_extn("8bitmime"):
+            opts.remove("BODY=8BITMIME")
+        if smtp.has_extn("size"):
+            opts.append(f"SIZE={len(data)}")
+        refused = smtp.sendmail(e.mail_from, list(e.rcpts), data, mail_options=opts)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+        return f"accepted by {host}:{port} for {len(e.rcpts)} recipient(s)"
+
+
+def _release(
+    store: QuarantineStore, config: Config, settings: GatewaySettings, args: argparse.Namespace
+) -> int:
+    e = store.get(args.id)
+    if e.deleted:
+        print(f"{e.id} was deleted; nothing to release", file=sys.stderr)
+        return 1
+    if e.released and not args.force:
+        print(f"{e.id} was already released at {_when(e.released)} (use --force)", file=sys.stderr)
+        return 1
+    raw = actions.strip_our_headers(store.raw(e.id))
+    verdict = _rescan(config, settings, raw, e)
+    if verdict is not None:
+        print(f"re-scan: {verdict.verdict} score={verdict.score:.2f} ({verdict.summary})")
+    fields = actions.tag_fields(verdict) if verdict is not None else []
+    fields.append(("X-Brandgate-Released", f"{e.id} by {args.by}"))
+    data = actions.prepend(raw, fields)
+    host, port = (
+        parse_hostport(args.next_hop, "command line", "--next-hop")
+        if args.next_hop
+        else settings.next_hop
+    )
+    try:
+        detail = reinject(data, e, host, port, settings.greeting_name, settings.relay_timeout)
+    except (smtplib.SMTPException, OSError) as exc:
+        print(f"release failed, message kept: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    new = verdict.to_dict() if verdict is not None else None
+    store.mark_released(
+        e.id, args.by, args.reason, json.dumps({"rescan": new, "next_hop": f"{host}:{port}"})
+    )
+    log.info(
+        "quarantine release id=%s by=%r reason=%r rescan=%s next_hop=%s:%d",
+        e.id,
+        args.by,
+        args.reason,
+        verdict.verdict if verdict else "failed",
+        host,
+        port,
+    )
+    print(f"released {e.id}: {detail}")
+    return 0

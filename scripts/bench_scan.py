@@ -1,0 +1,207 @@
+"""Throughput and memory of `brandgate scan`, beside a floor measured in the same run.
+
+    scripts/bench [CORPUS_DIR] [--repeat N] [--no-cli] [--json FILE]
+
+Floor: the stdlib parse of the same messages (BytesParser(policy=policy.default)) plus
+get_content() of every text/* part: what any Python scanner pays before it checks anything.
+Messages are read into memory before any timing, so disk is excluded from the in-process
+figures; the end-to-end CLI runs read the (page-cached) files themselves and include the
+interpreter start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.loader import load_config  # noqa: E402
+from gateway.archive import Item, iter_messages  # noqa: E402
+from gateway.parallel import engine_from_config, scan_items  # noqa: E402
+
+TARGET_RATE = 500.0
+TARGET_RATIO = 0.6
+TARGET_SCALING = 1.8
+TARGET_RSS_MB = 300.0
+
+
+def floor_one(raw: bytes) -> int:
+    """Stdlib parse + text extraction of one message; returns characters extracted."""
+    chars = 0
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        for part in message.walk():
+            if part.get_content_maintype() != "text" or part.is_multipart():
+                continue
+            try:
+                chars += len(part.get_content())
+            except Exception:  # unknown charsets, broken encodings: a floor, not a judge
+                continue
+    except Exception:
+        pass
+    return chars
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Best (wall seconds, CPU seconds of this process) of `repeat` runs. CPU time makes the
+    single-process figures comparable on a machine busy with other work."""
+    best_wall = best_cpu = float("inf")
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu
+
+
+def run_cli(corpus: Path, jobs: int) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB of the command and its waited-for workers, exit status)."""
+    cmd = [sys.executable, "-m", "gateway.cli", "scan", str(corpus)]
+    cmd += ["--jobs", str(jobs), "--format", "jsonl", "--quiet", "--output", os.devnull]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # wait4 gives this child's own rusage, not the maximum over every child we ever ran.
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    if proc.returncode != 0:
+        print(f"  CLI --jobs {jobs} failed ({proc.returncode}):\n{err[-2000:]}", file=sys.stderr)
+    return seconds, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def measure(corpus: Path, repeat: int, cli: bool) -> dict[str, Any]:
+    items: list[Item] = list(iter_messages([str(corpus)]))
+    raws = [item.raw for item in items]
+    n = len(items)
+    if not n:
+        raise SystemExit(f"no messages under {corpus}")
+    config = load_config(None)
+    engine = engine_from_config(config)
+    engine.scan(raws[0])  # lazily built indexes are not part of per-message cost
+
+    res: dict[str, Any] = {
+        "corpus": str(corpus),
+        "messages": n,
+        "bytes": sum(map(len, raws)),
+        "cpus": os.cpu_count(),
+    }
+
+    def floor() -> None:
+        for raw in raws:
+            floor_one(raw)
+
+    def engine_run() -> None:
+        for raw in raws:
+            engine.scan(raw).to_dict()
+
+    def pipeline(jobs: int) -> Callable[[], None]:
+        def go() -> None:
+            for _ in scan_items(iter(items), config_path=None, jobs=jobs, config=config):
+                pass
+
+        return go
+
+    res["load_before"] = os.getloadavg()[0]
+    res["floor_s"], res["floor_cpu_s"] = timed(floor, repeat)
+    res["engine_s"], res["engine_cpu_s"] = timed(engine_run, repeat)
+    res["jobs1_s"], _ = timed(pipeline(1), repeat)
+    res["jobs2_s"], _ = timed(pipeline(2), repeat)
+    if cli:
+        res["cli1_s"], res["cli1_rss_mb"], res["cli1_rc"] = run_cli(corpus, 1)
+        res["cli2_s"], res["cli2_rss_mb"], res["cli2_rc"] = run_cli(corpus, 2)
+    res["load_after"] = os.getloadavg()[0]
+    for key in [k for k in res if k.endswith("_s")]:
+        res[key[:-2] + "_rate"] = n / res[key]
+    return res
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(res: dict[str, Any]) -> str:
+    n = res["messages"]
+    floor = res["floor_rate"]
+    lines = [
+        f"brandgate scan benchmark: {n} messages, {res['bytes'] / 1e6:.1f} MB "
+        f"from {res['corpus']} ({res['cpus']} CPUs)",
+        "",
+        f"{'':44}{'msg/s':>9}{'seconds':>9}{'/ floor':>9}",
+    ]
+
+    def row(label: str, key: str) -> None:
+        rate = res[f"{key}_rate"]
+        base = res["floor_cpu_rate"] if key.endswith("_cpu") else floor
+        lines.append(f"{label:44}{rate:>9.1f}{res[f'{key}_s']:>9.2f}{rate / base:>9.2f}")
+
+    row("floor: stdlib parse + text parts", "floor")
+    row("  same, by CPU time", "floor_cpu")
+    row("engine.scan in-process, preloaded bytes", "engine")
+    row("  same, by CPU time", "engine_cpu")
+    row("scan_items --jobs 1, preloaded", "jobs1")
+    row("scan_items --jobs 2, preloaded (pool start)", "jobs2")
+    if "cli1_s" in res:
+        row("brandgate scan --jobs 1 (end to end)", "cli1")
+        row("brandgate scan --jobs 2 (end to end)", "cli2")
+    ratio = res["engine_cpu_rate"] / res["floor_cpu_rate"]
+    scaling = res["jobs2_rate"] / res["jobs1_rate"]
+    rate = res["engine_cpu_rate"]
+    load = max(res["load_before"], res["load_after"])
+    lines += [
+        "",
+        f"scan / floor (engine, 1 process, CPU time): {ratio:.2f}   target >= {TARGET_RATIO}: "
+        f"{verdict(ratio >= TARGET_RATIO)}",
+        f"scan rate (engine, 1 process, CPU time): {rate:.0f} msg/s   target >= "
+        f"{TARGET_RATE:.0f}: {verdict(rate >= TARGET_RATE)}",
+        f"jobs 2 / jobs 1 (scan_items, preloaded): {scaling:.2f}   target ~{TARGET_SCALING}: "
+        f"{verdict(scaling >= TARGET_SCALING)}",
+    ]
+    if "cli1_s" in res:
+        cli_scaling = res["cli2_rate"] / res["cli1_rate"]
+        rss = res["cli1_rss_mb"]
+        lines += [
+            f"jobs 2 / jobs 1 (CLI end to end): {cli_scaling:.2f}",
+            f"peak RSS, brandgate scan --jobs 1 --format jsonl: {rss:.0f} MB   target < "
+            f"{TARGET_RSS_MB:.0f}: {verdict(rss < TARGET_RSS_MB and res['cli1_rc'] == 0)}",
+        ]
+    lines.append(f"load average during the run: up to {load:.1f} on {res['cpus']} CPUs")
+    if load > (res["cpus"] or 1):
+        lines.append("  (the machine was busy: wall-clock rates and jobs scaling are understated)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = ROOT.parent / "shared" / "corpus" / "dev"
+    parser.add_argument("corpus", nargs="?", default=str(default), help=f"default {default}")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N in-process runs")
+    parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    corpus = Path(args.corpus)
+    if not corpus.is_dir():
+        print(f"no corpus at {corpus}", file=sys.stderr)
+        return 2
+    res = measure(corpus, max(1, args.repeat), not args.no_cli)
+    print(report(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

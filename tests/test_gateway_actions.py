@@ -1,0 +1,172 @@
+"""Tagging on raw bytes: our headers, the subject prefix, one banner, nothing else touched."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import quopri
+
+import pytest
+
+from filters.types import BrandClaim, ScoredFinding, Verdict
+from gateway import actions
+from gateway.settings import GatewaySettings, from_table
+
+VERDICT = Verdict(
+    verdict="tag",
+    score=5.25,
+    brand=BrandClaim("amazon", "Amazon", ("display-name",), ("amazon",), 1.0),
+    findings=(ScoredFinding("BRAND_SENDER_UNVERIFIED", "claim", 5.25, ("gmail.com",), "d"),),
+    summary="Claims to be Amazon in the display name; links go to deals.example.",
+)
+BANNER = b"claims to be Amazon but was not sent by Amazon"
+
+
+def _multipart(text_cte: str, html_cte: str) -> bytes:
+    def enc(body: str, cte: str) -> bytes:
+        raw = body.encode("utf-8")
+        if cte == "base64":
+            return base64.encodebytes(raw).replace(b"\n", b"\r\n")
+        if cte == "quoted-printable":
+            return quopri.encodestring(raw).replace(b"\n", b"\r\n")
+        return raw
+
+    attachment = base64.encodebytes(b"\x00\x01binary" * 20).replace(b"\n", b"\r\n")
+    return (
+        b"From: Amazon <x@deals.example>\r\nSubject: Gift\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\npreamble\r\n'
+        b'--outer\r\nContent-Type: multipart/alternative; boundary="inner"\r\n\r\n'
+        b"--inner\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: "
+        + text_cte.encode()
+        + b"\r\n\r\n"
+        + enc("Grüße, claim your gift card.\r\n", text_cte)
+        + b"\r\n--inner\r\nContent-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: "
+        + html_cte.encode()
+        + b"\r\n\r\n"
+        + enc(
+            '<html><body class="x"><p>Claim <a href="http://deals.example">now</a></p>'
+            "</body></html>\r\n",
+            html_cte,
+        )
+        + b"\r\n--inner--\r\n"
+        b"\r\n--outer\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="a.bin"\r\n\r\n'
+        + attachment
+        + b"\r\n--outer--\r\nepilogue\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text_cte", "html_cte"),
+    [("8bit", "8bit"), ("base64", "quoted-printable"), ("quoted-printable", "base64")],
+)
+def test_banner_goes_atop_text_and_html_once_and_the_rest_is_untouched(
+    text_cte: str, html_cte: str
+) -> None:
+    raw = _multipart(text_cte, html_cte)
+    out = actions.add_banner(raw, VERDICT)
+    assert out is not None
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    text, markup = plain.get_content(), html.get_content()
+    assert text.startswith("[brandgate] Warning: This message claims to be Amazon")
+    assert text.count("claims to be Amazon") == 1 and "Grüße, claim your gift card." in text
+    assert markup.startswith('<html><body class="x"><div data-brandgate-banner="1"')
+    assert markup.count("data-brandgate-banner") == 1
+    # headers, preamble, the attachment and the epilogue are byte-identical
+    head = raw.partition(b"\r\n\r\n")[0]
+    assert out.startswith(head + b"\r\n\r\npreamble\r\n--outer\r\n")
+    tail = raw[raw.index(b"\r\n--outer\r\nContent-Type: application/octet-stream") :]
+    assert out.endswith(tail)
+
+
+def test_banner_in_single_part_plain_message() -> None:
+    raw = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
+    out = actions.add_banner(raw, VERDICT)
+    assert out is not None
+    assert out.startswith(b"From: a@b.example\r\nSubject: s\r\n\r\n[brandgate] Warning: ")
+    assert out.endswith(b"\r\n\r\nhello\r\n")
+
+
+def test_no_text_body_means_headers_only() -> None:
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n"
+    )
+    assert actions.add_banner(raw, VERDICT) is None
+    out, banner = actions.tagged(raw, VERDICT, banner=True, subject_prefix="")
+    assert banner is False
+    assert out.endswith(raw) and out.startswith(b"X-Brandgate-Verdict: tag\r\n")
+
+
+def test_broken_mime_falls_back_to_headers_only() -> None:
+    raw = b'Content-Type: text/plain; charset="x-no-such-charset"\r\n\r\nhi\r\n'
+    out, banner = actions.tagged(raw, VERDICT, banner=True, subject_prefix="")
+    assert banner is False and out.endswith(raw)
+
+
+def test_tag_headers_are_prepended_and_the_original_bytes_follow() -> None:
+    raw = b"DKIM-Signature: v=1; d=x.example;\r\n b=abc\r\nSubject: s\r\n\r\nbody\r\n"
+    out, _ = actions.tagged(raw, VERDICT, banner=False, subject_prefix="")
+    assert out.endswith(raw)
+    assert out[: -len(raw)] == (
+        b"X-Brandgate-Verdict: tag\r\nX-Brandgate-Score: 5.25\r\n"
+        b"X-Brandgate-Rules: BRAND_SENDER_UNVERIFIED=5.25\r\nX-Brandgate-Brand: Amazon\r\n"
+    )
+
+
+def test_header_values_are_folded_ascii_without_stray_breaks() -> None:
+    value = "Amazon\r\nBcc: victim@example.com\x00 " + "Ünïcödé " * 20
+    line = actions.header_value(value, "X-Brandgate-Brand")
+    assert line.isascii()
+    body = line[:-2]
+    assert "\n" not in body.replace("\r\n ", "").replace("\r\n\t", "")
+    assert "\x00" not in line
+    assert all(len(part) <= 78 for part in body.split("\r\n"))
+    decoded = str(email.header.make_header(email.header.decode_header(body.split(": ", 1)[1])))
+    assert decoded.startswith("Amazon Bcc: victim@example.com")
+
+
+def test_incoming_brandgate_headers_are_stripped_with_their_continuations() -> None:
+    raw = (
+        b"X-Brandgate-Verdict: pass\r\nFrom: a@b.example\r\nx-brandgate-score: 0\r\n"
+        b" continued\r\nSubject: s\r\n\r\nX-Brandgate-Verdict: in the body stays\r\n"
+    )
+    assert actions.strip_our_headers(raw) == (
+        b"From: a@b.example\r\nSubject: s\r\n\r\nX-Brandgate-Verdict: in the body stays\r\n"
+    )
+
+
+def test_subject_prefix_once() -> None:
+    raw = b"From: a@b.example\r\nSubject: Your gift\r\n\r\nx\r\n"
+    once = actions.prefix_subject(raw, "[SUSPICIOUS]")
+    assert b"Subject: [SUSPICIOUS] Your gift\r\n" in once
+    assert actions.prefix_subject(once, "[SUSPICIOUS]") == once
+    assert actions.prefix_subject(b"From: a@b.example\r\n\r\nx", "[S]").startswith(b"Subject: [S]")
+
+
+def test_reject_reply_is_one_safe_line() -> None:
+    reply = actions.reject_reply(VERDICT)
+    assert reply.startswith("550 5.7.1 ") and "Amazon" in reply and "\n" not in reply
+
+
+def test_gateway_table_validation_names_file_and_key() -> None:
+    from config.loader import ConfigError
+
+    with pytest.raises(ConfigError, match=r"f\.toml: gateway\.actions\.tag: expected one of"):
+        from_table({"actions": {"tag": "explode"}}, "f.toml")
+    with pytest.raises(ConfigError, match=r"gateway\.allowed_networks"):
+        from_table({"allowed_networks": ["not-a-net"]}, "f.toml")
+    with pytest.raises(ConfigError, match=r"gateway\.bogus: unknown key"):
+        from_table({"bogus": 1}, "f.toml")
+    s = from_table({"listen": "[::1]:2525", "actions": {"reject": "reject"}}, "f.toml")
+    assert s.listen == ("::1", 2525)
+    # after the queue a reject would bounce to a forged sender: quarantine instead
+    assert s.action_for("reject") == "quarantine"
+    assert GatewaySettings(mode="before-queue").action_for("reject") == "reject"
