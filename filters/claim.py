@@ -53,6 +53,7 @@ class _Index:
     )
     cjk: list[tuple[str, str]] = field(default_factory=list)  # (normalised name, brand key)
     joined: dict[str, str] = field(default_factory=dict)  # skeleton of a 5+ char name -> key
+    joined_sizes: list[int] = field(default_factory=list)  # their lengths, longest first
     fuzzy: dict[str, str] = field(default_factory=dict)  # one-deletion variants -> key
 
     def add(self, name: str, key: str, strong: bool) -> None:
@@ -88,6 +89,7 @@ def _index(registry: BrandRegistry) -> _Index:
             idx.add(name, brand.key, True)
         for name in brand.context_names:
             idx.add(name, brand.key, False)
+    idx.joined_sizes = sorted({len(n) for n in idx.joined}, reverse=True)
     with _lock:
         _cache[id(registry)] = (registry, idx)
     return idx
@@ -166,9 +168,13 @@ def _display_matches(idx: _Index, display: str) -> list[_Match]:
     if found:
         return found
     joined = skeleton(display)
-    for name, key in idx.joined.items():
-        if name in joined:
-            return [_Match(key, name, 0, 0)]
+    # Every substring of the (short) display name of a length some name has: a few hundred
+    # dict lookups instead of a scan over every brand name.
+    for size in idx.joined_sizes:
+        for start in range(len(joined) - size + 1):
+            key = idx.joined.get(joined[start : start + size])
+            if key is not None:
+                return [_Match(key, joined[start : start + size], 0, 0)]
     for word in words_skeleton(display).split():
         if len(word) >= 6:
             key = idx.fuzzy.get(word) or next(

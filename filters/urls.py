@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urljoin
 
 from filters import domains
@@ -24,7 +25,7 @@ _SKIP = frozenset(
     {"mailto", "tel", "sms", "callto", "fax", "cid", "mid", "about", "x-apple-data-detectors"}
 )
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
-_EDGE = re.compile(r"^[\x00-\x20]+|[\x00-\x20]+$")
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
 _INNER_WS = re.compile(r"[\t\r\n]")
 _AUTHORITY_END = re.compile(r"[/\\?#]")
 # The leading character class lets the regex engine skip most positions cheaply; the
@@ -101,13 +102,19 @@ def _parse_authority(rest: str) -> _Host:
     return _Host(domains.to_ascii(host), domains.is_ip(host), bool(at))
 
 
+@lru_cache(maxsize=8)
+def _param_pattern(params: frozenset[str]) -> re.Pattern[str]:
+    """One regex for "any redirect parameter is present": a cheap test before parse_qsl."""
+    names = "|".join(sorted(map(re.escape, params)))
+    return re.compile(rf"(?:^|[&;])(?:{names})=", re.IGNORECASE)
+
+
 def _redirect(url: str, params: frozenset[str], depth: int = 0) -> str | None:
     """The http(s) target carried by a redirect parameter (innermost of two levels)."""
     if not params or "?" not in url:
         return None
     query = url.split("?", 1)[1].split("#", 1)[0]
-    lowered = query.lower()
-    if not any(f"{name}=" in lowered for name in params):
+    if not _param_pattern(params).search(query):
         return None
     for name, value in parse_qsl(query, errors="replace"):
         if name.lower() not in params:
@@ -131,7 +138,9 @@ def make_link(
 ) -> Link | None:
     """A Link for one URL as found in the message, or None when it leads nowhere on the web
     (mailto:, tel:, cid:, a bare fragment, a relative path without a base)."""
-    url = _INNER_WS.sub("", _EDGE.sub("", raw))  # as browsers do with an href
+    url = raw.strip(_C0_AND_SPACE)  # as browsers do with an href
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = _INNER_WS.sub("", url)
     if not url or url.startswith("#"):
         return None
     match = _SCHEME.match(url)

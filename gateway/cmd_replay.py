@@ -133,12 +133,25 @@ def _progress(args: argparse.Namespace) -> tuple[Callable[[int], None] | None, C
     return bar.update, bar.close
 
 
+def _warm_workers() -> None:
+    # Start the forkserver (a fresh interpreter importing the engine, about half a second) now,
+    # so that it boots on another core while this one reads the labels and the config.
+    from gateway.parallel import mp_context
+
+    if mp_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.compare_config is not None and "-" in args.paths:
         print(
             "brandgate: --compare-config reads the archive twice: not from stdin", file=sys.stderr
         )
         return 2
+    if args.jobs > 1:
+        _warm_workers()
     try:
         options = replay.Options(
             paths=list(args.paths),

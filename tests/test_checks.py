@@ -45,9 +45,37 @@ def test_sender_unverified_fires_on_brand_name_from_other_domain() -> None:
 
 
 def test_sender_unverified_silent_for_brand_domain() -> None:
-    # Amazon's own mail from a subdomain of one of its sender domains.
-    f = features("shipment-tracking@email.amazon.com", display="Amazon.com")
+    # Amazon's own mail from a subdomain of one of its sender domains, signed by Amazon.
+    f = features(
+        "shipment-tracking@email.amazon.com", display="Amazon.com", dkim_domains=("amazon.com",)
+    )
     assert _run(brand_sender, f, claim()) == []
+
+
+def test_brand_domain_signed_only_by_a_stranger_fires() -> None:
+    f = features(
+        "naoresponder@paypal.com",
+        display="PayPal",
+        dkim_domains=("soldrun.com",),
+        return_path=addr("naoresponder@paypal.com"),
+    )
+    found = _run(brand_sender, f, claim("paypal"))
+    assert rules_of(found) == {"BRAND_DOMAIN_UNAUTHENTICATED"}
+    assert found[0].factor == 1.0
+    assert "signed only by soldrun.com" in found[0].evidence
+
+
+def test_brand_domain_unsigned_is_weaker_and_lists_are_exempt() -> None:
+    unsigned = features("service@paypal.com", display="PayPal")
+    assert [x.factor for x in _run(brand_sender, unsigned, claim("paypal"))] == [0.5]
+    # A mailing list re-signs and rewrites the envelope: that is not evidence of a spoof.
+    listed = replace(
+        unsigned,
+        mailing_list=True,
+        dkim_domains=("lists.example.org",),
+        return_path=addr("b@lists.example.org"),
+    )
+    assert [x.factor for x in _run(brand_sender, listed, claim("paypal"))] == [0.5]
 
 
 def test_freemail_fires_with_claim() -> None:
@@ -139,9 +167,7 @@ def test_diversion_follows_redirect_targets() -> None:
 
 
 def test_mismatch_fires_when_shown_host_differs() -> None:
-    f = features(
-        links=(link("http://login-verify.net/pp", shown="https://www.paypal.com/signin"),)
-    )
+    f = features(links=(link("http://login-verify.net/pp", shown="https://www.paypal.com/signin"),))
     found = _run(link_mismatch, f, None)
     assert rules_of(found) == {"LINK_TEXT_MISMATCH"}
     assert found[0].factor == 1.0  # a brand's address shown
@@ -185,6 +211,15 @@ def test_suspicious_links_fire(lk: object, rule: str) -> None:
     assert rule in rules_of(_run(links_suspicious, features(links=(lk,)), None))  # type: ignore[arg-type]
 
 
+def test_data_uri_link_fires_but_inline_image_does_not() -> None:
+    page = link("data:text/html;base64,PGgxPkxvZ2luPC9oMT4=", where="html-a")
+    page = replace(page, scheme="data", host="", registrable="")
+    assert rules_of(_run(links_suspicious, features(links=(page,)), None)) == {"LINK_DATA_URI"}
+    # Inline images as data: URIs are ordinary in HTML mail.
+    img = replace(page, where="html-img", url="data:image/png;base64,iVBORw0KGgo=")
+    assert _run(links_suspicious, features(links=(img,)), None) == []
+
+
 def test_suspicious_links_near_misses() -> None:
     # An ordinary https link, an image on a shortener-free CDN, and a redirect to the same site.
     f = features(
@@ -210,6 +245,17 @@ def test_lure_fires_on_gift_card_with_claim() -> None:
     assert found["LURE_REWARD"].factor == 0.8
 
 
+def test_lure_account_and_offplatform() -> None:
+    f = features(body="Please verify your account. For a better price contact us directly.")
+    assert rules_of(_run(lure, f, claim())) == {"LURE_ACCOUNT", "LURE_OFFPLATFORM"}
+
+
+def test_lure_from_the_brands_own_domain_counts_less() -> None:
+    # A carrier's own notice naturally talks about deliveries and deadlines.
+    f = features("notify@amazon.com", body="Claim your gift card")
+    assert [x.factor for x in _run(lure, f, claim())] == [0.3]
+
+
 def test_lure_other_languages() -> None:
     f = features(body="Resgate seu cartão presente agora. 您的礼品卡")
     found = _run(lure, f, claim())
@@ -230,6 +276,17 @@ def test_lure_weak_without_claim_and_no_partial_words() -> None:
 def test_reply_to_freemail_fires() -> None:
     f = features("service@bank-example.com", reply_to=(addr("refunds.desk@gmail.com"),))
     assert rules_of(_run(reply_to, f, None)) == {"REPLY_TO_FREEMAIL"}
+
+
+def test_reply_to_other_domain_fires() -> None:
+    f = features("billing@shop-example.com", reply_to=(addr("desk@collect-refunds.net"),))
+    assert rules_of(_run(reply_to, f, claim())) == {"REPLY_TO_DIVERGES"}
+
+
+def test_reply_to_mailing_list_silent() -> None:
+    # Lists set Reply-To to the list address.
+    f = features("jane@example.org", reply_to=(addr("talk@lists.example.net"),), mailing_list=True)
+    assert _run(reply_to, f, None) == []
 
 
 def test_reply_to_same_organisation_silent() -> None:

@@ -81,6 +81,15 @@ def test_from_encoded_display_name_with_address_inside() -> None:
     assert f.display_norm == "support@apple.com"
 
 
+def test_from_encoded_angle_address_in_display_name() -> None:
+    # "PayPal <service@paypal.com>" encoded as the display name; the real address follows
+    raw = b"From: =?utf-8?B?UGF5UGFsIDxzZXJ2aWNlQHBheXBhbC5jb20+?= <x@evil.example>\n\nb"
+    f = features(raw)
+    assert f.from_addr is not None
+    assert f.from_addr.address == "x@evil.example"
+    assert f.from_addr.display == "PayPal <service@paypal.com>"
+
+
 def test_from_garbage_keeps_display() -> None:
     f = features(b"From: Fedex Pakket <UQDRGR@U(<9Tl\n\nb")
     assert f.from_addr is not None and f.from_addr.address == ""

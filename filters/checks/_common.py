@@ -84,9 +84,11 @@ def auth_failed(f: Features, domain: str) -> str | None:
 
 def free_hosted(host: str, lists: Lists) -> str | None:
     """The free-hosting entry (site builder, bucket, form service) serving `host`, if any."""
-    for entry in lists.free_hosting:
-        if host == entry or host.endswith("." + entry):
-            return entry
+    labels = host.split(".")
+    for i in range(len(labels) - 1):
+        suffix = ".".join(labels[i:])
+        if suffix in lists.free_hosting:
+            return suffix
     return None
 
 

@@ -40,20 +40,21 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 @dataclass(slots=True)
 class _Matcher:
-    pattern: re.Pattern[str] | None
-    rule_of: dict[str, str]  # phrase -> rule
+    # first word -> [(all words of the phrase, phrase, rule)], longest phrases first
+    by_first: dict[str, list[tuple[tuple[str, ...], str, str]]]
     cjk: list[tuple[str, str]]  # (phrase, rule), matched as substrings
 
 
 _lock = threading.Lock()
 _cache: dict[int, tuple[Lexicon, _Matcher]] = {}
+_WORD = re.compile(r"\w+")
 
 
 def _matcher(lex: Lexicon) -> _Matcher:
     hit = _cache.get(id(lex))
     if hit is not None and hit[0] is lex:
         return hit[1]
-    rule_of: dict[str, str] = {}
+    by_first: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
     cjk: list[tuple[str, str]] = []
     for term in lex.terms:
         rule = _RULE_OF.get(term.category)
@@ -61,32 +62,39 @@ def _matcher(lex: Lexicon) -> _Matcher:
             continue
         if _CJK.search(term.phrase):
             cjk.append((term.phrase, rule))
-        else:
-            rule_of.setdefault(term.phrase, rule)
-    # Longest first so that "gift card balance" wins over "gift card".
-    alts = sorted(rule_of, key=len, reverse=True)
-    pattern = (
-        re.compile(r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alts) + r")(?!\w)")
-        if alts
-        else None
-    )
-    m = _Matcher(pattern, rule_of, cjk)
+            continue
+        words = tuple(_WORD.findall(term.phrase))
+        if words:
+            by_first.setdefault(words[0], []).append((words, term.phrase, rule))
+    for entries in by_first.values():
+        entries.sort(key=lambda e: -len(e[0]))
+    m = _Matcher(by_first, cjk)
     with _lock:
         _cache[id(lex)] = (lex, m)
     return m
 
 
-def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
-    m = _matcher(ctx.lexicon)
-    text = f.subject_norm + " \n " + f.body[:_SCAN_CHARS]
+def _find(m: _Matcher, text: str) -> dict[str, list[str]]:
+    """Phrases found as whole-word sequences (one pass over the words, not one regex per
+    phrase: the lexicon has hundreds of phrases and this runs on every message)."""
     found: dict[str, list[str]] = {}
-    if m.pattern is not None:
-        for hit in m.pattern.finditer(text):
-            found.setdefault(m.rule_of[hit.group(0)], []).append(hit.group(0))
+    words = _WORD.findall(text)
+    for i, word in enumerate(words):
+        for phrase_words, phrase, rule in m.by_first.get(word, ()):
+            n = len(phrase_words)
+            if n == 1 or tuple(words[i : i + n]) == phrase_words:
+                found.setdefault(rule, []).append(phrase)
+                break
     if m.cjk and _CJK.search(text):
         for phrase, rule in m.cjk:
             if phrase in text:
                 found.setdefault(rule, []).append(phrase)
+    return found
+
+
+def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
+    text = f.subject_norm + " \n " + f.body[:_SCAN_CHARS]
+    found = _find(_matcher(ctx.lexicon), text)
     # Lure words matter most when the message also speaks as a brand from elsewhere; alone,
     # or from the brand's own domain, they are the everyday vocabulary of shops and carriers.
     weight = 1.0 if claim else 0.35
