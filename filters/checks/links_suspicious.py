@@ -51,4 +51,16 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     ]
     for rule, found in hits.items():
         if found:
-            yield Finding(rule, (f"{RULES[rule].split(',')[0].lower()}: {sample(found)}",))
+            yield Finding(rule, (f"{_SAYS[rule]} {sample(found)}",))
+
+
+# How the evidence introduces what was found.
+_SAYS = {
+    "LINK_SHORTENER": "links through the shortener",
+    "LINK_REDIRECTOR": "links redirect:",
+    "LINK_IP_LITERAL": "links to the IP address",
+    "LINK_USERINFO": "link with a user@host trick:",
+    "LINK_SUSPICIOUS_TLD": "links to a much-abused top-level domain:",
+    "LINK_FREE_HOSTING": "links to free hosting:",
+    "LINK_DATA_URI": "a data: URI in",
+}
