@@ -225,8 +225,12 @@ def _prepare(raw: bytes) -> bytes:
 
 
 def _header_end(data: bytes) -> int:
-    ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
-    return min(ends) if ends else len(data)
+    """Offset of the blank line that ends the header block (LF or CRLF), or len(data)."""
+    lf = data.find(b"\n\n")
+    crlf = data.find(b"\n\r\n", 0, lf if lf >= 0 else len(data))
+    if crlf >= 0:
+        return crlf
+    return lf if lf >= 0 else len(data)
 
 
 def _without_junk_line(data: bytes) -> bytes | None:
@@ -426,7 +430,8 @@ class _Walker:
 def _headers(msg: Message) -> tuple[tuple[str, str], ...]:
     out = []
     for name, value in msg.raw_items():
-        out.append((decode_header(name), decode_header(value)))
+        name = name.strip() if name.isascii() else decode_header(name)
+        out.append((name, decode_header(value)))
     return tuple(out)
 
 

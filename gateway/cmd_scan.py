@@ -101,7 +101,10 @@ def _scan(
 ) -> int:
     stats = ArchiveStats()
     items = iter_messages(args.paths, max_bytes=config.limits.max_message_bytes, stats=stats)
-    show_progress = not (args.no_progress or args.quiet) and sys.stderr.isatty()
+    # On a terminal that also shows the records, the records are the progress: a bar redrawn
+    # between them would only garble both.
+    records_on_tty = out is sys.stdout and _isatty(sys.stdout)
+    show_progress = not (args.no_progress or args.quiet or records_on_tty) and _isatty(sys.stderr)
     progress = Progress(count_hint(args.paths) if show_progress else None, enabled=show_progress)
     writer = make_writer(args.format, out)
     tally = Tally()
@@ -141,3 +144,10 @@ def _scan(
         dest.write(table)
         dest.flush()
     return 130 if interrupted else 0
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

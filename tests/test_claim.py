@@ -1,0 +1,115 @@
+"""The brand claim: where a message speaks *as* a brand, robust to disguise; mentions are not claims."""
+
+from __future__ import annotations
+
+import pytest
+
+from filters.claim import find_claim
+from filters.registry import Lexicon
+from filters.text import words_skeleton
+from tests.factories import CTX, LEXICON, addr, features
+
+# The claim cues the shipped config/claim_cues.toml provides, reduced to what these cases need.
+CUES = Lexicon(
+    LEXICON.terms,
+    cues_before=frozenset({"your", "dear", "seu", "sua"}),
+    cues_after=frozenset({"account", "team", "security", "service", "order", "card", "conta"}),
+    generic_author=frozenset(
+        {"customer", "service", "support", "team", "security", "online", "no", "reply"}
+    ),
+    lure_words=frozenset({"gift", "cash", "verify"}),
+)
+CTX_CUES = type(CTX)(registry=CTX.registry, lists=CTX.lists, lexicon=CUES, limits=CTX.limits)
+
+
+def claim_of(**kw: object) -> tuple[str | None, tuple[str, ...]]:
+    c = find_claim(features(**kw), CTX_CUES)  # type: ignore[arg-type]
+    return (c.brand, c.where) if c else (None, ())
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "Amazon",
+        "Amazon Rewards Team",
+        "PаyPal".replace("a", "a"),  # plain, for the table's sake
+        "ＡＭＡＺＯＮ",  # full-width letters
+        "Am\u200bazon",  # zero-width space inside the name
+        "Amaz0n Service",  # digit for a letter
+        "A-m-a-z-o-n",  # letters split by punctuation
+        "Amazonn",  # one letter too many
+    ],
+)
+def test_display_name_claims_survive_disguise(display: str) -> None:
+    brand, where = claim_of(from_="x@deals-outlet.net", display=display)
+    assert brand in ("amazon", "paypal")
+    assert "display-name" in where
+
+
+def test_cyrillic_letters_fold_to_the_brand() -> None:
+    assert claim_of(from_="x@pp-help.net", display="Pаypаl Security")[0] == "paypal"
+
+
+def test_from_local_part_claims() -> None:
+    assert claim_of(from_="paypal.support.team@hotmail.com", display="")[1] == ("from-local-part",)
+
+
+def test_brand_domain_is_a_claim_and_lookalike_domain_too() -> None:
+    assert claim_of(from_="ship@amazon.com", display="Shipping")[1] == ("from-domain",)
+
+
+def test_subject_claim_needs_a_cue_or_a_vague_author() -> None:
+    # "Your PayPal account" speaks as PayPal; a named author writing about PayPal does not.
+    assert claim_of(display="Customer Service", subject="PayPal: unusual sign-in")[0] == "paypal"
+    assert claim_of(display="Jane Doe", subject="Your PayPal account is limited")[0] == "paypal"
+    assert claim_of(display="Jane Doe", subject="PayPal shares fell 5% today")[0] is None
+
+
+def test_cjk_name_in_subject() -> None:
+    assert claim_of(display="客服", subject="您的亚马逊账户已被锁定")[0] == "amazon"
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        (
+            {"from_": "news@nordicknits.se", "display": "Nordic Knits", "subject": "Now also on Amazon"},
+            "a shop listing the marketplaces it sells on",
+        ),
+        (
+            {"from_": "jane@gmail.com", "display": "Jane Doe", "body": "look https://www.amazon.com/dp/1"},
+            "a friend's link to a brand's site",
+        ),
+        (
+            {"from_": "digest@technews.example.org", "display": "TechNews Daily", "subject": "PayPal and Amazon earnings"},
+            "a news digest about brands",
+        ),
+        ({"from_": "tim@example.org", "display": "Chase Miller"}, "a person whose name is a brand word"),
+        (
+            {"from_": "news@lockergnome.com", "display": "Lockergnome Amazon Digest",
+             "subject": "Amazon"},
+            "an organisation naming itself, with the brand as its topic",
+        ),
+    ],
+)  # fmt: skip
+def test_mentions_are_not_claims(kw: dict[str, str], why: str) -> None:
+    assert claim_of(**kw)[0] is None, why
+
+
+def test_context_name_needs_service_words() -> None:
+    # "Chase" alone is a claim of Chase in a display name of service words only.
+    assert claim_of(from_="alerts@secure-msg.net", display="Chase Online Security")[0] == "chase"
+    assert claim_of(from_="c@example.org", display="Chase Thompson")[0] is None
+
+
+def test_claim_records_what_matched() -> None:
+    c = find_claim(features(from_="x@y-deals.net", display="Amazon.com"), CTX_CUES)
+    assert c is not None and c.name == "Amazon" and c.strength == 1.0
+    assert words_skeleton("amazon com") in c.matched
+
+
+def test_generic_display_freemail_sender_without_brand_is_no_claim() -> None:
+    assert (
+        claim_of(from_="bob@gmail.com", display="Customer Service", reply_to=(addr("b@x.org"),))[0]
+        is None
+    )
