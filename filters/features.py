@@ -20,6 +20,7 @@ from filters.types import Address, AuthResult, Envelope, Features, Limits, Parse
 from filters.urls import LinkSet, text_urls
 
 MAX_ADDRESSES = 50  # per header: a Reply-To with thousands of entries is noise, not signal
+MAX_ADDRESS_CHARS = 32 * 1024  # of one address header read character by character
 
 _COMMENT = re.compile(r"\(([^()]*)\)")
 _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
@@ -117,7 +118,7 @@ def make_address(display: str, addr: str) -> Address:
 def parse_addresses(value: str) -> tuple[Address, ...]:
     """Every address in a header value (decoded text), in order."""
     try:
-        pieces = _split_addresses(value)[:MAX_ADDRESSES]
+        pieces = _split_addresses(value[:MAX_ADDRESS_CHARS])[:MAX_ADDRESSES]
         return tuple(_one_address(piece) for piece in pieces)
     except Exception:  # garbage in a header is data for the checks, not a crash
         return ()

@@ -59,9 +59,10 @@ _SPACES = re.compile(r"\s+")
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\"\s>]+)", re.IGNORECASE)
 # Fallback when lxml refuses a document: crude, but never without links.
 _ATTR_URL = re.compile(
-    r"<\s*(a|area|img|form)\b[^>]*?\b(href|src|action)\s*=\s*[\"']?([^\"'\s>]+)", re.IGNORECASE
+    r"<\s*(a|area|img|form)\b[^<>]*?\b(href|src|action)\s*=\s*[\"']?([^\"'\s<>]+)", re.IGNORECASE
 )
-_TAG = re.compile(r"<[^>]*>")
+# "[^<>]" and not "[^>]": a run of "<" without ">" must not make the fallback quadratic.
+_TAG = re.compile(r"<[^<>]*>")
 _WHERE = {"a": "html-a", "area": "html-area", "img": "html-img", "form": "html-form"}
 
 

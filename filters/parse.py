@@ -52,8 +52,9 @@ _CHARSET_ALIASES = {
 }
 _CHARSET_TOKEN = re.compile(r"[a-z0-9_.:+-]+")
 
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=", re.DOTALL)
-_CRLF = re.compile(r"[\r\n]+")
+# The text of a word may hold spaces (invalid, but common) and never a "?": that keeps every
+# match attempt short, where ".*?" made long headers of unterminated words quadratic.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,80})\?([bBqQ])\?([^?]*)\?=")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _OBS_FROM = re.compile(rb"From[ \t]+:")
 _OBS_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
@@ -146,7 +147,7 @@ def _header_text(value: str) -> str:
     return decode_bytes(raw, None)
 
 
-def _decode_word(charset: str, encoding: str, text: str) -> bytes:
+def _decode_word(encoding: str, text: str) -> bytes:
     data = text.encode("latin-1", "replace")
     if encoding in "bB":
         return _b64decode(data)
@@ -181,7 +182,7 @@ def decode_rfc2047(value: str) -> str:
         elif pending and charset != pending_charset:
             flush()
         pending_charset = charset
-        pending.append(_decode_word(charset, match.group(2), match.group(3)))
+        pending.append(_decode_word(match.group(2), match.group(3)))
         pos = match.end()
     flush()
     out.append(value[pos:])
@@ -253,10 +254,14 @@ def _without_junk_line(data: bytes) -> bytes | None:
     return None
 
 
+def _raw_payload(node: Message) -> object:
+    """The payload as parsed. get_payload() would decode 8-bit text with the declared charset
+    and "replace" (losing the bytes the fallbacks here need), and costs a full copy."""
+    return getattr(node, "_payload", None)
+
+
 def _payload_bytes(node: Message) -> bytes:
-    # The raw payload: get_payload() would already decode 8-bit text with the declared charset
-    # and "replace", losing the bytes the fallbacks here need.
-    payload = getattr(node, "_payload", None)
+    payload = _raw_payload(node)
     if isinstance(payload, bytes):
         return payload
     if not isinstance(payload, str):
@@ -333,7 +338,7 @@ def _filename(node: Message) -> str | None:
 def _recover_multipart(node: Message) -> Message | None:
     """A multipart whose declared boundary never occurs: guess the boundary from the first
     delimiter-looking line that is followed by a MIME header, and parse again."""
-    payload = node.get_payload()
+    payload = _raw_payload(node)
     if not isinstance(payload, str):
         return None
     for match in _BOUNDARY_LINE.finditer(payload):
@@ -347,7 +352,7 @@ def _recover_multipart(node: Message) -> Message | None:
             recovered = _PARSER.parsebytes(data)
         except Exception:
             return None
-        return recovered if isinstance(recovered.get_payload(), list) else None
+        return recovered if isinstance(_raw_payload(recovered), list) else None
     return None
 
 
@@ -375,7 +380,7 @@ class _Walker:
             node, depth, recovered = stack.pop()
             for found in getattr(node, "defects", ()):
                 self.defect(type(found).__name__)
-            payload = node.get_payload()
+            payload = _raw_payload(node)
             ctype = _content_type(node)
             if isinstance(payload, list) and ctype != "message/delivery-status":
                 if depth >= self.limits.max_mime_depth:

@@ -36,7 +36,6 @@ _CONFUSABLE_PAIRS = {
     "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m", "ᴏ": "o", "ᴘ": "p", "ᴛ": "t",
     "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "ⅰ": "i", "ⅼ": "l", "ⅽ": "c", "ⅾ": "d", "ⅿ": "m",
 }  # fmt: skip
-_CONFUSABLES = str.maketrans(_CONFUSABLE_PAIRS)
 
 # For brand-name skeletons only: digits and signs that pass for letters in a display name.
 _LEETSPEAK = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "$": "s", "|": "l"})
@@ -45,25 +44,45 @@ _SPACES = re.compile(r"\s+")
 
 def _strip_marks(text: str) -> str:
     """Drop combining marks ("é" -> "e") so that accents cannot hide a name."""
+    if text.isascii():
+        return text
     decomposed = unicodedata.normalize("NFD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+_INVISIBLE_RE = re.compile("[" + "".join(chr(c) for c in _INVISIBLE) + "]")
+_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLE_PAIRS) + "]")
+
+
+def _fold(m: re.Match[str]) -> str:
+    return _CONFUSABLE_PAIRS[m.group()]
 
 
 def normalise(text: str) -> str:
     """NFKC, invisible characters removed, lower-case, confusables folded, one space between
     words. Accents are kept (they carry meaning in lure words like "réclamer")."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).lower()
-    text = text.translate(_CONFUSABLES)
+    if text.isascii():  # most mail: NFKC and both tables change nothing
+        return _SPACES.sub(" ", text.lower()).strip()
+    # Regex substitution over character classes: several times faster than str.translate
+    # with a dict on long bodies, with the same result.
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text)).lower()
+    text = _CONFUSABLE_RE.sub(_fold, text)
     return _SPACES.sub(" ", text).strip()
 
 
 def fold_accents(text: str) -> str:
+    if text.isascii():
+        return text
     return unicodedata.normalize("NFC", _strip_marks(text))
+
+
+_LEET_CHARS = re.compile(r"[0-9$|]")
+_NOT_WORD = re.compile(r"[^\w$|]+|_+")
 
 
 def _unleet(word: str) -> str:
     # Only words that mix letters and digits ("amaz0n", "paypa1"): "2002" stays a number.
-    if word.isdigit() or not any(ch.isdigit() or ch in "$|" for ch in word):
+    if word.isdigit() or not _LEET_CHARS.search(word):
         return word
     return word.translate(_LEETSPEAK)
 
@@ -71,9 +90,10 @@ def _unleet(word: str) -> str:
 def words_skeleton(text: str) -> str:
     """A brand-matching form keeping word boundaries as single spaces: normalised, accents
     dropped, digits that pass for letters folded inside words, punctuation removed."""
-    text = fold_accents(normalise(text))
-    text = "".join(ch if ch.isalnum() or ch in "$|" else " " for ch in text)
-    return " ".join(_unleet(w) for w in text.split())
+    words = _NOT_WORD.sub(" ", fold_accents(normalise(text))).split()
+    if not _LEET_CHARS.search(text):
+        return " ".join(words)
+    return " ".join(_unleet(w) for w in words)
 
 
 def skeleton(text: str) -> str:

@@ -79,10 +79,17 @@ def _norm_label(label: str) -> str:
     return label.strip().lower()
 
 
-@functools.lru_cache(maxsize=8192)
 def _resolved(path: str) -> str:
-    # Cached: every message of one mbox shares its path, and realpath costs a few syscalls.
-    return os.path.realpath(path)
+    """The path with its folder made absolute and symlink-free (the file name kept as is):
+    the same file named from another cwd or through a linked folder gives the same key."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(_real_dir(folder), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    # Cached per folder: a million-row labels file or archive resolves each folder once.
+    return os.path.realpath(folder)
 
 
 def split_source(source: str) -> tuple[str, str | None]:
@@ -115,7 +122,7 @@ class CsvLabels:
                     if not rel or not label.strip():
                         continue
                     file, num = split_source(rel)
-                    key = os.path.realpath(base / file)
+                    key = _resolved(str(base / file))
                     self._labels[key if num is None else f"{key}#{num}"] = _norm_label(label)
         except OSError as exc:
             raise LabelError(f"{self.path}: {exc.strerror or exc}") from exc

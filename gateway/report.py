@@ -373,6 +373,11 @@ def _histograms(doc: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the page
 
 
+def _paths(paths: list[str], shown: int = 5) -> str:
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return " ".join(paths[:shown]) + more
+
+
 def render(doc: dict[str, Any]) -> str:
     sweep = doc["sweep"]
     rate = f", {doc['rate']} messages/s" if doc.get("rate") else ""
@@ -387,7 +392,7 @@ def render(doc: dict[str, Any]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>brandgate replay</h1>",
         f'<p class="muted">{_e(doc["messages"])} messages from '
-        f"<code>{_e(' '.join(doc['paths']))}</code>; labels from <code>{_e(doc['labels']['from'])}"
+        f"<code>{_e(_paths(doc['paths']))}</code>; labels from <code>{_e(doc['labels']['from'])}"
         f"</code> (positive: {_e(', '.join(doc['labels']['positive']))}; negative: "
         f"{_e(', '.join(doc['labels']['negative']))}); config <code>"
         f"{_e(doc.get('config') or '(shipped)')}</code>; generated {_e(doc['generated'])}"

@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -32,7 +33,22 @@ DEFINITIONS = {
     "front_latency": "per message: start of its SMTP transaction - Postfix's 250 to DATA",
     "added_latency": "brandgate e2e latency percentile - pass-through e2e latency percentile, "
     "same run, same messages",
+    "idle_latency": "e2e latency with one message in flight at a time (closed loop, one "
+    "session): the path's own latency without queueing; added_idle_latency is the difference",
 }
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def own_cpu() -> float:
+    """CPU of this process (the SMTP clients and the counting) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def load_harness() -> Any:
@@ -68,15 +84,27 @@ def measure(
     archive(lab)
 
     messages = h.corpus_load(args.messages, f"{name}-run")
+    cpu0, load0, jiffies0 = filt.cpu_seconds(), os.getloadavg()[0], cpu_jiffies()
+    others0 = (lab.postfix.cpu_seconds(), lab.sink.cpu_seconds(), own_cpu())
     load = h.run_load(lab.ports.front, messages, args.sessions)
     arrivals = h.wait_arrivals(lab.maildir, load.accepted, qdir, timeout=args.timeout, stall=60)
-    filt.stop()
-    lab.procs.remove(filt)
-
+    cpu = filt.cpu_seconds() - cpu0
+    others = [
+        a - b
+        for a, b in zip(
+            (lab.postfix.cpu_seconds(), lab.sink.cpu_seconds(), own_cpu()), others0, strict=True
+        )
+    ]
+    busy, total = (a - b for a, b in zip(cpu_jiffies(), jiffies0, strict=True))
+    # First token: a message that starts with a folded line extends our header's value.
     arrived_at = {
-        m.get(h.SEQ_HEADER): float(m.get(h.SINK_TIME_HEADER)) for m in lab.maildir.messages()
+        m.get(h.SEQ_HEADER).split()[0]: float(m.get(h.SINK_TIME_HEADER))
+        for m in lab.maildir.messages()
     }
     archive(lab)
+    idle = idle_latency(h, lab, name, args.idle_messages)
+    filt.stop()
+    lab.procs.remove(filt)
     e2e = [arrived_at[s] - load.results[s].started for s in load.accepted if s in arrived_at]
     front = [r.finished - r.started for r in load.results.values() if r.ok]
     last = max(arrived_at.values(), default=load.finished)
@@ -100,8 +128,34 @@ def measure(
         "e2e_mean_ms": ms(statistics.fmean(e2e)) if e2e else None,
         "front_p50_ms": ms(pct(front, 50)),
         "front_p99_ms": ms(pct(front, 99)),
+        # Load-independent: CPU the filter's processes (pool workers included) spent per
+        # message. The machine may be shared; the load average says how much.
+        "filter_cpu_ms_per_msg": round(cpu * 1000 / max(done, 1), 2),
+        # The whole path: Postfix (both passes), sink, filter, and this client.
+        "pipeline_cpu_ms_per_msg": round((cpu + sum(others)) * 1000 / max(done, 1), 2),
+        "postfix_sink_client_cpu_ms_per_msg": [round(x * 1000 / max(done, 1), 2) for x in others],
+        "loadavg_1min_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        # All CPUs, every process (other work on the machine included), during the load run.
+        "machine_cpu_busy_pct": round(100 * busy / max(total, 1), 1),
+        "idle_p50_ms": ms(pct(idle, 50)),
+        "idle_p99_ms": ms(pct(idle, 99)),
         "_e2e": e2e,
     }
+
+
+def idle_latency(h: Any, lab: Any, name: str, n: int) -> list[float]:
+    """Send n messages one at a time, each after the previous one reached the sink."""
+    out = []
+    for seq, raw in h.corpus_load(n, f"{name}-idle"):
+        before = lab.maildir.count()
+        res = h.send(lab.ports.front, raw)
+        if not res.ok or not h.wait_until(lambda b=before: lab.maildir.count() > b, 60, 0.002):
+            continue
+        got = lab.maildir.find(h.SEQ_HEADER, seq)
+        if got:
+            out.append(float(got[0].get(h.SINK_TIME_HEADER)) - res.started)
+    archive(lab)
+    return out
 
 
 def archive(lab: Any) -> None:
@@ -162,6 +216,10 @@ async def burst(
     }
 
 
+def workers(args: argparse.Namespace) -> list[str]:
+    return ["--workers", str(args.workers)] if args.workers else []
+
+
 def run_burst(
     h: Any, lab: Any, base: Path, config: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -197,10 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--messages", type=int, default=500, help="corpus messages per variant")
     ap.add_argument("--sessions", type=int, default=6, help="concurrent client sessions")
+    ap.add_argument("--workers", type=int, default=0, help="brandgate scan workers (0: per CPU)")
     ap.add_argument(
         "--rounds", type=int, default=1, help="pass-through/brandgate pairs (median kept)"
     )
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--idle-messages", type=int, default=50, help="closed-loop latency run")
     ap.add_argument(
         "--burst", type=int, default=100, help="concurrent sessions straight at brandgate (0: skip)"
     )
@@ -227,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     config = h.write_overlay_config(base / "config", tag=4.0, quarantine=1000.0, reject=2000.0)
     qdir = base / "quarantine"
     out: dict[str, Any] = {"definitions": DEFINITIONS, "cpus": os.cpu_count()}
+    out["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     out["settings"] = {k: v for k, v in vars(args).items() if k not in ("json",)}
     rounds: dict[str, list[dict[str, Any]]] = {"passthrough": [], "brandgate": []}
     try:
@@ -237,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(summary_line(rounds["passthrough"][-1]), flush=True)
                 if not args.baseline_only:
-                    gate = lab.brandgate(qdir, config=config, log_name=f"brandgate-{r}.log")
+                    gate = lab.brandgate(
+                        qdir, config, log_name=f"brandgate-{r}.log", extra=workers(args)
+                    )
                     rounds["brandgate"].append(measure(h, lab, gate, "brandgate", args, qdir))
                     print(summary_line(rounds["brandgate"][-1]), flush=True)
             if args.burst and not args.baseline_only:
@@ -259,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         out["throughput_ratio"] = round(b["throughput_msgs_per_s"] / p["throughput_msgs_per_s"], 3)
         out["added_latency_p50_ms"] = round(b["e2e_p50_ms"] - p["e2e_p50_ms"], 1)
         out["added_latency_p99_ms"] = round(b["e2e_p99_ms"] - p["e2e_p99_ms"], 1)
+        # On a machine shared with other work the wall-clock ratio moves with their load; the
+        # CPU each message costs along the whole path does not. On dedicated CPUs with the
+        # path CPU-bound, throughput ~ CPUs / CPU per message, so this ratio is what the
+        # wall-clock one tends to when nothing else runs.
+        out["cpu_ratio"] = round(p["pipeline_cpu_ms_per_msg"] / b["pipeline_cpu_ms_per_msg"], 3)
+        out["added_idle_latency_p50_ms"] = round(b["idle_p50_ms"] - p["idle_p50_ms"], 1)
+        out["added_idle_latency_p99_ms"] = round(b["idle_p99_ms"] - p["idle_p99_ms"], 1)
     report(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
@@ -271,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary_line(r: dict[str, Any]) -> str:
     return (
-        f"  {r['variant']:<10} {r['throughput_msgs_per_s']:>7.1f} msg/s  e2e p50 {r['e2e_p50_ms']} ms"
-        f" p99 {r['e2e_p99_ms']} ms  delivered {r['delivered_to_sink']} quarantined {r['quarantined']}"
+        f"  {r['variant']:<10} {r['throughput_msgs_per_s']:>7.1f} msg/s"
+        f"  e2e p50 {r['e2e_p50_ms']} ms p99 {r['e2e_p99_ms']} ms"
+        f"  delivered {r['delivered_to_sink']} quarantined {r['quarantined']}"
         f" lost {r['lost']} dup {r['duplicates']} refused {r['refused_by_postfix']}"
     )
 
@@ -289,10 +360,22 @@ def report(out: dict[str, Any]) -> None:
     if "throughput_ratio" in out:
         verdict = "OK" if out["throughput_ratio"] >= 0.7 else "BELOW TARGET"
         print(
-            f"\nthroughput ratio brandgate/pass-through: {out['throughput_ratio']} (target >= 0.7: {verdict})"
+            f"\nthroughput ratio brandgate/pass-through: {out['throughput_ratio']}"
+            f" (target >= 0.7: {verdict})"
         )
         print(
-            f"added e2e latency: p50 {out['added_latency_p50_ms']} ms, p99 {out['added_latency_p99_ms']} ms"
+            f"added e2e latency: p50 {out['added_latency_p50_ms']} ms,"
+            f" p99 {out['added_latency_p99_ms']} ms (under load, includes Postfix queueing)"
+        )
+        print(
+            f"CPU per message along the whole path: pass-through"
+            f" {out['passthrough']['pipeline_cpu_ms_per_msg']} ms, brandgate"
+            f" {out['brandgate']['pipeline_cpu_ms_per_msg']} ms -> CPU-bound ratio"
+            f" {out['cpu_ratio']} (what the throughput ratio tends to on idle dedicated CPUs)"
+        )
+        print(
+            f"added idle latency (one message in flight): p50 {out['added_idle_latency_p50_ms']}"
+            f" ms, p99 {out['added_idle_latency_p99_ms']} ms"
         )
     if "burst_before_queue" in out:
         b = out["burst_before_queue"]

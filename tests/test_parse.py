@@ -356,3 +356,24 @@ def test_garbage_never_raises(raw: bytes) -> None:
 
 def test_bytearray_accepted() -> None:
     assert parse(bytearray(b"Subject: s\n\nb")).header("subject") == "s"  # type: ignore[arg-type]
+
+
+def test_nesting_beyond_the_parser_keeps_headers() -> None:
+    # deeper than the stdlib parser's recursion allows: headers survive, the body is text
+    raw = b"Subject: deep\n" + nested(3000)
+    parsed = parse(raw)
+    assert parsed.header("Subject") == "deep"
+    assert "max_mime_depth" in parsed.limit_hits
+    assert parsed.texts[0].startswith("--b0")
+
+
+def test_delimiter_flood_is_cut_before_parsing() -> None:
+    raw = b"Content-Type: multipart/mixed; boundary=b\n\n" + b"--b\n\nx\n" * 50_000
+    parsed = parse(raw, Limits(max_parts=10))
+    assert parsed.limit_hits == ("max_parts",)
+    assert len(parsed.parts) == 10
+
+
+def test_unterminated_encoded_words_decode_as_text() -> None:
+    value = "=?a?q?x " * 5000
+    assert decode_rfc2047(value) == value

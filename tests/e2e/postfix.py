@@ -308,6 +308,20 @@ class PostfixInstance:
         wait_port_free(self.ports.reinject, 10)
         self.running = False
 
+    def cpu_seconds(self) -> float:
+        """CPU used so far by this instance: the master, its reaped children (cutime/cstime)
+        and its live children (same session). Children that exited unreaped are missed."""
+        master = self.master_pid()
+        if master is None:
+            return 0.0
+        ticks = 0
+        for pid, f in _proc_stats():
+            if pid == master:
+                ticks += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            elif int(f[3]) == master:  # session id: master runs setsid()
+                ticks += int(f[11]) + int(f[12])
+        return ticks / _TICK
+
     def flush(self) -> None:
         """Ask the queue manager to retry deferred mail now (postqueue -f)."""
         self._postfix("flush", check=False)
@@ -329,6 +343,20 @@ class PostfixInstance:
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, fields after the command name) of every live process, from /proc/PID/stat."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            yield int(entry), text.rsplit(")", 1)[1].split()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -407,6 +435,15 @@ class Proc:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
         wait_port_free(self.port, 5)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the live processes of this group."""
+        if self.popen is None:
+            return 0.0
+        pgid = self.popen.pid
+        # fields: [0] state, [2] pgrp, [11] utime, [12] stime
+        ticks = sum(int(f[11]) + int(f[12]) for _, f in _proc_stats() if int(f[2]) == pgid)
+        return ticks / _TICK
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -972,7 +1009,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (s, r):
         p.add_argument("--delay", type=float, default=0.0, help="seconds before answering DATA")
         p.add_argument("--slow-first", type=int, default=0, help="only the first N are slow")
+    lab = sub.add_parser("lab", help="start a whole lab by hand and keep it up until Ctrl-C")
+    lab.add_argument("--mode", choices=("after-queue", "before-queue"), default="after-queue")
+    lab.add_argument(
+        "--filter",
+        choices=("brandgate", "relay", "none"),
+        default="brandgate",
+        help="what listens on the filter port (none: start your own there)",
+    )
+    lab.add_argument("--dir", type=Path, help="lab directory (default: a new one in /tmp)")
+    lab.add_argument("--config", type=Path, help="brandgate config dir (default: DKIM off)")
     args = ap.parse_args(argv)
+    if args.cmd == "lab":
+        return _run_lab(args)
     handler: Any
     if args.cmd == "sink":
         handler = SinkHandler(args.maildir, args.delay, args.slow_first)
@@ -1062,6 +1111,38 @@ class Lab:
             config,
             **kw,
         )
+
+
+def _run_lab(args: argparse.Namespace) -> int:
+    if (why := skip_reason()) is not None:
+        print(f"postfix-lab: {why}", file=sys.stderr)
+        return 2
+    base = args.dir or Path(tempfile.mkdtemp(prefix="brandgate-lab-"))
+    with running_lab(base, args.mode) as lab:
+        if args.filter == "relay":
+            lab.add(lab.relay())
+        elif args.filter == "brandgate":
+            config = args.config or write_overlay_config(
+                base / "config", tag=None, quarantine=None, reject=None
+            )
+            lab.add(lab.brandgate(base / "quarantine", config))
+        p = lab.ports
+        print(
+            f"lab up in {base} ({args.mode}, filter: {args.filter})\n"
+            f"  send to      127.0.0.1:{p.front}   e.g. swaks --server 127.0.0.1:{p.front}"
+            " --to rcpt@example.test\n"
+            f"  filter port  127.0.0.1:{p.filter}\n"
+            f"  re-injection 127.0.0.1:{p.reinject}\n"
+            f"  sink         127.0.0.1:{p.sink} -> {lab.maildir.root}/new\n"
+            f"  postfix      -c {lab.postfix.etc}, log {lab.postfix.maillog}\n"
+            f"  logs         {base / 'logs'}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        # Blocked first, so that either signal ends the wait and the cleanup still runs.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
 
 
 @contextlib.contextmanager

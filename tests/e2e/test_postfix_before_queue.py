@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .postfix import Lab, Proc, send, wait_until, write_overlay_config
 from .test_postfix_after_queue import brandgate_tags, clean, diagnostics, phish, unique
 
@@ -36,3 +38,22 @@ def test_reject_is_550_in_session_and_clean_mail_arrives(
     assert wait_until(lambda: not lab.postfix.queued(), 15)
     assert lab.maildir.find("X-Test-Id", ids["phish"]) == []
     assert not list(qdir.rglob("*.eml"))
+
+
+@pytest.mark.xfail(
+    reason="brandgate answers 500 'Line too long' to a line over 64 KiB", strict=True
+)
+def test_very_long_line_is_not_a_permanent_failure(
+    before_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path
+) -> None:
+    """Postfix alone accepts any line length (it splits them); a proxy in front of it must
+    not turn real mail with one huge line (such exist in the corpus) into a 5xx bounce."""
+    lab = before_queue_lab
+    config = write_overlay_config(tmp_path / "config")
+    gate = procs(lab.brandgate(tmp_path / "q", config, log_name="long-line.log"))
+    test_id = unique()
+    raw = clean(test_id).replace(b"usual place?", b"usual place? " + b"x" * 70_000)
+
+    reply = send(lab.ports.front, raw)
+    assert reply.code == 250, reply
+    assert len(lab.maildir.wait_for("X-Test-Id", test_id, 30)) == 1, diagnostics(lab, gate)
