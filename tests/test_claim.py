@@ -1,4 +1,6 @@
-"""The brand claim: where a message speaks *as* a brand, robust to disguise; mentions are not claims."""
+"""The brand claim: where a message speaks *as* a brand, robust to disguise.
+
+A mention is not a claim."""
 
 from __future__ import annotations
 
@@ -73,7 +75,8 @@ def test_cjk_name_in_subject() -> None:
     ("kw", "why"),
     [
         (
-            {"from_": "news@nordicknits.se", "display": "Nordic Knits", "subject": "Now also on Amazon"},
+            {"from_": "news@nordicknits.se", "display": "Nordic Knits",
+             "subject": "Now also on Amazon"},
             "a shop listing the marketplaces it sells on",
         ),
         (
@@ -81,10 +84,12 @@ def test_cjk_name_in_subject() -> None:
             "a friend's link to a brand's site",
         ),
         (
-            {"from_": "digest@technews.example.org", "display": "TechNews Daily", "subject": "PayPal and Amazon earnings"},
+            {"from_": "digest@technews.example.org", "display": "TechNews Daily",
+             "subject": "PayPal and Amazon earnings"},
             "a news digest about brands",
         ),
-        ({"from_": "tim@example.org", "display": "Chase Miller"}, "a person whose name is a brand word"),
+        ({"from_": "tim@example.org", "display": "Chase Miller"},
+         "a person whose name is a brand word"),
         (
             {"from_": "news@lockergnome.com", "display": "Lockergnome Amazon Digest",
              "subject": "Amazon"},
