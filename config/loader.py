@@ -415,9 +415,9 @@ def load_config(path: Path | str | None = None) -> Config:
 
 
 def with_trusted_authserv(cfg: Config, ids: Iterable[str] | None) -> Config:
-    """The config with extra trusted authserv-ids (e.g. from `--trusted-authserv`)."""
-    extra = tuple(i.lower() for i in ids or ())
-    if not extra:
+    """The config with the trusted authserv-ids given on the command line
+    (`--trusted-authserv`, repeatable), which replace the configured list; none given keeps it."""
+    given = tuple(dict.fromkeys(i.strip().lower() for i in ids or () if i.strip()))
+    if not given:
         return cfg
-    merged = tuple(dict.fromkeys((*cfg.engine.trusted_authserv_ids, *extra)))
-    return replace(cfg, engine=replace(cfg.engine, trusted_authserv_ids=merged))
+    return replace(cfg, engine=replace(cfg.engine, trusted_authserv_ids=given))

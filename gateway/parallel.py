@@ -35,7 +35,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.archive import Item
@@ -77,12 +76,10 @@ def build_engine(config_path: str | None, trusted_authserv: tuple[str, ...] = ()
 
 
 def engine_from_config(config: Config, trusted_authserv: Sequence[str] = ()) -> Scanner:
+    from config.loader import with_trusted_authserv
     from filters.engine import Engine
 
-    if trusted_authserv:
-        ids = tuple(dict.fromkeys(s.strip().lower() for s in trusted_authserv if s.strip()))
-        config = replace(config, engine=replace(config.engine, trusted_authserv_ids=ids))
-    return Engine(config)
+    return Engine(with_trusted_authserv(config, trusted_authserv))
 
 
 def init_scanner(
