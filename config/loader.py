@@ -94,7 +94,10 @@ def _table(doc: Mapping[str, Any], key: str, file: Path, where: str = "") -> dic
     return value
 
 
-def _num(value: Any, file: Path, key: str, minimum: float | None = None) -> float:
+# Validators shared with gateway/settings.py: each names the file and key in its error.
+
+
+def number(value: Any, file: Path | str, key: str, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(file, key, f"expected a number, got {value!r}")
     if minimum is not None and value < minimum:
@@ -102,7 +105,7 @@ def _num(value: Any, file: Path, key: str, minimum: float | None = None) -> floa
     return float(value)
 
 
-def _int(value: Any, file: Path, key: str, minimum: int = 0) -> int:
+def whole(value: Any, file: Path | str, key: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(file, key, f"expected a whole number, got {value!r}")
     if value < minimum:
@@ -110,7 +113,7 @@ def _int(value: Any, file: Path, key: str, minimum: int = 0) -> int:
     return value
 
 
-def _bool(value: Any, file: Path, key: str) -> bool:
+def flag(value: Any, file: Path | str, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(file, key, f"expected true or false, got {value!r}")
     return value
@@ -153,7 +156,7 @@ _TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "sc
 def _scoring(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> ScoringSettings:
     tbl = _table(doc, "scoring", file)
     _check_keys(tbl, {"unclaimed_factor", "unclaimed_exempt"}, file, "scoring.")
-    factor = _num(tbl.get("unclaimed_factor", 0.5), file, "scoring.unclaimed_factor", 0.0)
+    factor = number(tbl.get("unclaimed_factor", 0.5), file, "scoring.unclaimed_factor", 0.0)
     if factor > 1:
         raise ConfigError(file, "scoring.unclaimed_factor", "must be between 0 and 1")
     exempt = _strs(tbl.get("unclaimed_exempt", []), file, "scoring.unclaimed_exempt")
@@ -171,9 +174,9 @@ def _engine(doc: dict[str, Any], file: Path) -> EngineSettings:
             s.lower()
             for s in _strs(tbl.get("trusted_authserv_ids", []), file, "engine.trusted_authserv_ids")
         ),
-        verify_dkim=_bool(tbl.get("verify_dkim", False), file, "engine.verify_dkim"),
-        dns_timeout=_num(tbl.get("dns_timeout", 3.0), file, "engine.dns_timeout", 0.1),
-        scan_timeout=_num(tbl.get("scan_timeout", 20.0), file, "engine.scan_timeout", 0.1),
+        verify_dkim=flag(tbl.get("verify_dkim", False), file, "engine.verify_dkim"),
+        dns_timeout=number(tbl.get("dns_timeout", 3.0), file, "engine.dns_timeout", 0.1),
+        scan_timeout=number(tbl.get("scan_timeout", 20.0), file, "engine.scan_timeout", 0.1),
     )
 
 
@@ -181,7 +184,7 @@ def _limits(doc: dict[str, Any], file: Path) -> Limits:
     tbl = _table(doc, "limits", file)
     allowed = set(Limits.__dataclass_fields__)
     _check_keys(tbl, allowed, file, "limits.")
-    return Limits(**{k: _int(v, file, f"limits.{k}", 1) for k, v in tbl.items()})
+    return Limits(**{k: whole(v, file, f"limits.{k}", 1) for k, v in tbl.items()})
 
 
 def _thresholds(doc: dict[str, Any], file: Path) -> dict[str, float]:
@@ -192,7 +195,7 @@ def _thresholds(doc: dict[str, Any], file: Path) -> dict[str, float]:
     for name in names:
         if name not in tbl:
             raise ConfigError(file, f"thresholds.{name}", "missing")
-        out[name] = _num(tbl[name], file, f"thresholds.{name}")
+        out[name] = number(tbl[name], file, f"thresholds.{name}")
     if not out["tag"] <= out["quarantine"] <= out["reject"]:
         raise ConfigError(file, "thresholds", "must rise: tag <= quarantine <= reject")
     return out
@@ -208,7 +211,7 @@ def _rules(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> dict[st
         group = spec.get("group")
         if not isinstance(group, str) or group not in groups:
             raise ConfigError(file, where + ".group", f"unknown group {group!r}")
-        out[rule] = RuleWeight(_num(spec.get("weight"), file, where + ".weight"), group)
+        out[rule] = RuleWeight(number(spec.get("weight"), file, where + ".weight"), group)
     return out
 
 
@@ -233,7 +236,7 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
     if not isinstance(spec, dict):
         raise ConfigError(file, where, "expected a table")
     _check_keys(spec, _BRAND_KEYS, file, where + ".")
-    if not _bool(spec.get("enabled", True), file, where + ".enabled"):
+    if not flag(spec.get("enabled", True), file, where + ".enabled"):
         return None
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -394,7 +397,9 @@ def load_config(path: Path | str | None = None) -> Config:
         _check_keys(part, _TOP_KEYS, main, "")
         doc = _merge(doc, part)
     last = mains[-1]
-    groups = {g: _num(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()}
+    groups = {
+        g: number(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()
+    }
     registry = BrandRegistry(_load_brands(dirs, read))
     if not registry.brands:
         raise ConfigError(dirs[-1] / "brands", "brands", "no brands defined")

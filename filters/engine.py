@@ -89,12 +89,4 @@ class Engine:
             return self.analyse(raw, envelope).verdict
         except Exception as exc:  # a bug must not lose the message; say so and move on
             log.exception("scan failed")
-            return Verdict(
-                verdict="pass",
-                score=0.0,
-                brand=None,
-                findings=(),
-                summary=f"Not scanned: internal error ({type(exc).__name__}).",
-                status="error",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            return Verdict.for_error(exc)

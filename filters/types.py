@@ -171,6 +171,19 @@ class Verdict:
     status: str = "ok"  # "ok", or "error" when scanning failed and a fallback was used
     error: str | None = None
 
+    @classmethod
+    def for_error(cls, exc: BaseException) -> Verdict:
+        """What a front door reports when scanning itself failed (its fallback decides)."""
+        return cls(
+            verdict="pass",
+            score=0.0,
+            brand=None,
+            findings=(),
+            summary=f"Not scanned: internal error ({type(exc).__name__}).",
+            status="error",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
     @property
     def rules(self) -> tuple[str, ...]:
         return tuple(f.rule for f in self.findings)

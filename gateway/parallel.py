@@ -108,15 +108,7 @@ def scan_with(scanner: Scanner, item: Item) -> tuple[str, dict[str, Any]]:
 def error_record(exc: BaseException) -> dict[str, Any]:
     from filters.types import Verdict
 
-    return Verdict(
-        verdict="pass",
-        score=0.0,
-        brand=None,
-        findings=(),
-        summary=f"Not scanned: internal error ({type(exc).__name__}).",
-        status="error",
-        error=f"{type(exc).__name__}: {exc}",
-    ).to_dict()
+    return Verdict.for_error(exc).to_dict()
 
 
 def scan_items(

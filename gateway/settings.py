@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from config.loader import Config, ConfigError
+from config.loader import Config, ConfigError, flag, number, whole
 from filters.types import VERDICTS
 
 MODES = ("after-queue", "before-queue")
@@ -110,28 +110,6 @@ def parse_hostport(value: Any, file: str, key: str, any_port: bool = False) -> t
     return host, int(port_s)
 
 
-def _number(value: Any, file: str, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(file, key, f"expected a number, got {value!r}")
-    if value < minimum:
-        raise ConfigError(file, key, f"must be at least {minimum}, got {value!r}")
-    return float(value)
-
-
-def _whole(value: Any, file: str, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(file, key, f"expected a whole number, got {value!r}")
-    if value < minimum:
-        raise ConfigError(file, key, f"must be at least {minimum}, got {value!r}")
-    return value
-
-
-def _flag(value: Any, file: str, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(file, key, f"expected true or false, got {value!r}")
-    return value
-
-
 def _text(value: Any, file: str, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(file, key, f"expected a string, got {value!r}")
@@ -203,13 +181,13 @@ def from_table(table: Mapping[str, Any], file: str) -> GatewaySettings:
         changes["allowed_networks"] = _networks(t["allowed_networks"], file, k + "allowed_networks")
     for name in ("max_sessions", "data_size_limit", "workers"):
         if name in t:
-            changes[name] = _whole(t[name], file, k + name, 0 if name == "workers" else 1)
+            changes[name] = whole(t[name], file, k + name, 0 if name == "workers" else 1)
     for name in ("command_timeout", "data_timeout", "relay_timeout", "drain_timeout"):
         if name in t:
-            changes[name] = _number(t[name], file, k + name, 0.1)
+            changes[name] = number(t[name], file, k + name, 0.1)
     for name in ("fail_open", "banner"):
         if name in t:
-            changes[name] = _flag(t[name], file, k + name)
+            changes[name] = flag(t[name], file, k + name)
     if "quarantine_dir" in t:
         qdir = _text(t["quarantine_dir"], file, k + "quarantine_dir")
         changes["quarantine_dir"] = Path(qdir) if qdir else default_quarantine_dir()
@@ -254,7 +232,7 @@ def with_overrides(
     if metrics is not None:
         changes["metrics"] = _metrics(metrics, src, "--metrics")
     if workers is not None:
-        changes["workers"] = _whole(workers, src, "--workers", 0)
+        changes["workers"] = whole(workers, src, "--workers", 0)
     return replace(settings, **changes)
 
 
