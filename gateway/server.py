@@ -86,11 +86,12 @@ def _kv(value: Any) -> str:
 class GatewaySMTP(SMTP):
     """aiosmtpd's session plus: admission at connect, XFORWARD, separate DATA timeout."""
 
-    # RFC 5321 says 1000, but real mail has longer lines and Postfix passes them on (folding
-    # them itself on delivery); refusing them with a 5xx would bounce legitimate mail.
-    line_length_limit = 65536
-
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+        # RFC 5321 says 1000, but real mail has longer lines and Postfix accepts any length
+        # (splitting them itself); refusing one with a 5xx would bounce legitimate mail. The
+        # size limit still bounds memory: a line cannot outgrow the message. (Set before
+        # aiosmtpd's __init__, which sizes its stream reader from it.)
+        self.line_length_limit = max(65536, gateway.settings.data_size_limit + 2)
         super().__init__(gateway.handler, **kwargs)
         self.gateway = gateway
         self.sid = secrets.token_hex(5)

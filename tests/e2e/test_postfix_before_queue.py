@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from .postfix import Lab, Proc, send, wait_until, write_overlay_config
 from .test_postfix_after_queue import brandgate_tags, clean, diagnostics, phish, unique
 
@@ -40,9 +38,6 @@ def test_reject_is_550_in_session_and_clean_mail_arrives(
     assert not list(qdir.rglob("*.eml"))
 
 
-@pytest.mark.xfail(
-    reason="brandgate answers 500 'Line too long' to a line over 64 KiB", strict=True
-)
 def test_very_long_line_is_not_a_permanent_failure(
     before_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path
 ) -> None:
