@@ -24,9 +24,9 @@ SHOWN_MAX = 200
 _PARSER = lxml.etree.HTMLParser(
     encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True
 )
-# Elements that may be hidden, found in C; _hidden() confirms each (a Python regex over the
-# style attributes is faster than XPath's case folding).
-_STYLED = lxml.etree.XPath("//*[@hidden or @style]")
+# Attributes that may hide their element, found in C; a Python regex confirms each style (it
+# is faster than XPath's case folding).
+_STYLE_OR_HIDDEN = lxml.etree.XPath("//@style|//@hidden")
 _SKIP = frozenset({"script", "style", "template", "xml", "object", "embed", "iframe"})
 _NO_TEXT = frozenset({"head", "title"})
 _BLOCK = frozenset(
@@ -42,9 +42,9 @@ _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!)",
     re.IGNORECASE,
 )
-# What each tag means to the walk, as bit flags: one dict lookup per element.
-_MUTE_SUBTREE, _NO_TEXT_ROLE, _LINK_ROLE, _BLOCK_ROLE = 1, 2, 4, 8
 _LINK_TAGS = frozenset({"a", "img", "area", "form", "base", "meta"})
+# What each tag means to the element-by-element walk, as bit flags: one dict lookup each.
+_MUTE_SUBTREE, _NO_TEXT_ROLE, _LINK_ROLE, _BLOCK_ROLE = 1, 2, 4, 8
 _ROLE: dict[str, int] = {}
 for _tags, _flag in (
     (_SKIP, _MUTE_SUBTREE),
@@ -54,7 +54,8 @@ for _tags, _flag in (
 ):
     for _tag in _tags:
         _ROLE[_tag] = _ROLE.get(_tag, 0) | _flag
-_OTHER = _MUTE_SUBTREE  # comments and processing instructions: no text of their own
+# Comments, processing instructions and entity nodes: no text of their own.
+_OTHER_NODES = (lxml.etree.Comment, lxml.etree.ProcessingInstruction, lxml.etree.Entity)
 _SPACES = re.compile(r"\s+")
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\"\s>]+)", re.IGNORECASE)
 # Fallback when lxml refuses a document: crude, but never without links.
@@ -88,18 +89,11 @@ def _attr(el: lxml.etree._Element, name: str) -> str | None:
     return str(value)
 
 
-def _hidden(el: lxml.etree._Element) -> bool:
-    if el.get("hidden") is not None:
-        return True
-    style = el.get("style")
-    return bool(style) and _HIDDEN_STYLE.search(str(style)) is not None
-
-
 class _Collector:
     def __init__(self, max_links: int) -> None:
         self.doc = HtmlDoc()
         self.max_links = max_links
-        self.chunks: list[str] = []
+        self.chunks: list[str] = []  # text as shown, for the element-by-element walk
         self.anchors: list[tuple[lxml.etree._Element, int, str | None]] = []
 
     def add_link(self, url: str | None, where: str, shown: str | None) -> None:
@@ -112,8 +106,7 @@ class _Collector:
 
     def start(self, el: lxml.etree._Element, tag: str) -> None:
         if tag == "a":
-            title = _attr(el, "title")
-            self.anchors.append((el, len(self.chunks), title))
+            self.anchors.append((el, len(self.chunks), _attr(el, "title")))
         elif tag == "img":
             alt = collapse(_attr(el, "alt") or _attr(el, "title") or "")
             if alt:
@@ -133,24 +126,98 @@ class _Collector:
             if match:
                 self.add_link(match.group(1), "html-meta", None)
 
-    def end_anchor(self, el: lxml.etree._Element) -> None:
+    def end_anchor(self, el: lxml.etree._Element, text: str | None = None) -> None:
+        """text: what the anchor shows, when the walk does not collect chunks."""
         while self.anchors:
             anchor, start, fallback = self.anchors.pop()
             if anchor is el:
-                shown = collapse("".join(self.chunks[start:])) or collapse(fallback or "")
+                if text is None:
+                    text = "".join(self.chunks[start:])
+                shown = collapse(text) or collapse(fallback or "")
                 self.add_link(_attr(el, "href"), "html-a", shown)
                 return
 
 
-def _walk(root: lxml.etree._Element, max_links: int) -> HtmlDoc:
+def _text(el: lxml.etree._Element, with_tail: bool) -> str:
+    return str(lxml.etree.tostring(el, method="text", encoding=str, with_tail=with_tail))
+
+
+def _hidden_elements(root: lxml.etree._Element) -> list[lxml.etree._Element]:
+    """Elements hidden by a `hidden` attribute or a hiding style. Attribute values come from
+    XPath as strings that know their element: only the hidden ones cost an element object."""
+    found = []
+    for value in _STYLE_OR_HIDDEN(root):
+        if value.attrname == "hidden" or _HIDDEN_STYLE.search(value):
+            found.append(value.getparent())
+    return found
+
+
+def _is_block(el: lxml.etree._Element) -> bool:
+    tag = el.tag
+    return isinstance(tag, str) and tag in _BLOCK
+
+
+def _drop(el: lxml.etree._Element) -> None:
+    """Remove an element whose content is not shown, leaving what a reader still sees in its
+    place: the space a block makes, and its tail."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    keep = (" " if _is_block(el) else "") + (el.tail or "")
+    if keep:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + keep
+        else:
+            parent.text = (parent.text or "") + keep
+    parent.remove(el)
+
+
+def _mute_text(el: lxml.etree._Element) -> None:
+    """head and title: their own text and everything inside is not shown; the tail is."""
+    el.text = None
+    for inner in el.iterdescendants():
+        inner.text = None
+        inner.tail = None
+
+
+def _shape_and_read(root: lxml.etree._Element, max_links: int) -> HtmlDoc:
+    """Shape the tree into what a reader sees (hidden and non-text subtrees removed, a space
+    around each block), so that libxml2 serialises the text; Python only visits the elements
+    that carry links. The result is the one an event-by-event walk over all elements gives."""
+    col = _Collector(max_links)
+    muted = dict.fromkeys(root.iter(_OTHER_NODES, *_SKIP))
+    muted.update(dict.fromkeys(_hidden_elements(root)))
+    if root in muted:
+        col.doc.text = (" " if _is_block(root) else "") + (root.tail or "")
+        return col.doc
+    for el in root.iter(*_NO_TEXT):
+        _mute_text(el)
+    for el in muted:
+        _drop(el)
+    for el in root.iter(*_BLOCK):
+        el.text = " " + (el.text or "")
+        el.tail = " " + (el.tail or "")
+    for event, el in lxml.etree.iterwalk(root, events=("start", "end"), tag=_LINK_TAGS):
+        if event == "start":
+            col.start(el, el.tag)
+        elif el.tag == "a":
+            col.end_anchor(el, _text(el, with_tail=False))
+    col.doc.text = _text(root, with_tail=True)  # whitespace is collapsed once, by the normaliser
+    return col.doc
+
+
+def _walk_events(root: lxml.etree._Element, max_links: int) -> HtmlDoc:
+    """Every element, start and end, in Python: for trees whose text lxml refuses to set back
+    (control characters), which _shape_and_read needs."""
     col = _Collector(max_links)
     chunks = col.chunks
-    hidden = {el for el in _STYLED(root) if _hidden(el)}
+    hidden = set(_hidden_elements(root))
     mute = 0  # depth inside elements whose text is not shown
     walker = lxml.etree.iterwalk(root, events=("start", "end"))
     for event, el in walker:
         tag = el.tag
-        role = _ROLE.get(tag, 0) if isinstance(tag, str) else _OTHER
+        role = _ROLE.get(tag, 0) if isinstance(tag, str) else _MUTE_SUBTREE
         if event == "start":
             if role & _MUTE_SUBTREE or (hidden and el in hidden):
                 walker.skip_subtree()
@@ -174,8 +241,20 @@ def _walk(root: lxml.etree._Element, max_links: int) -> HtmlDoc:
             chunks.append(" ")
         if not mute and el.tail:
             chunks.append(el.tail)
-    col.doc.text = "".join(chunks)  # whitespace is collapsed once, by the normaliser
+    col.doc.text = "".join(chunks)
     return col.doc
+
+
+def _walk(markup: bytes, max_links: int) -> HtmlDoc | None:
+    """None when libxml2 gives no tree."""
+    root = lxml.etree.fromstring(markup, parser=_PARSER)
+    if root is None:
+        return None
+    try:
+        return _shape_and_read(root, max_links)
+    except ValueError:  # text lxml will not write back: parse again and walk the slow way
+        root = lxml.etree.fromstring(markup, parser=_PARSER)
+        return _walk_events(root, max_links)
 
 
 def _fallback(markup: str, max_links: int) -> HtmlDoc:
@@ -192,10 +271,9 @@ def analyse_html(markup: str, max_links: int = 500) -> HtmlDoc:
     if not markup.strip():
         return HtmlDoc()
     try:
-        root = lxml.etree.fromstring(markup.encode("utf-8", "replace"), parser=_PARSER)
-        if root is None:
+        doc = _walk(markup.encode("utf-8", "replace"), max_links)
+        if doc is None:
             return _fallback(markup, max_links)
-        doc = _walk(root, max_links)
         if not doc.links and not doc.text.strip() and len(markup) > 64:
             return _fallback(markup, max_links)  # deeper than libxml2 goes: read it crudely
         return doc

@@ -458,6 +458,25 @@ def _bound(data: bytes, limits: Limits, walker: _Walker) -> bytes:
     return data
 
 
+def _parse_message(data: bytes) -> Message:
+    """The stdlib parse of `data`, as `_PARSER.parsebytes` gives it. For a message that is not
+    multipart or message/*, the feedparser only joins the body's lines back into one string,
+    at one Python step per line: parse the header block alone and attach the body as it is."""
+    end = _header_end(data)
+    cut = end + (2 if data[end + 1 : end + 2] == b"\n" else 3)
+    if cut >= len(data):
+        return _PARSER.parsebytes(data)
+    # The cut falls just after a blank line, so the feedparser's header block ends at or
+    # before it; whatever it read as body inside the head stays in front of the rest.
+    msg = _PARSER.parsebytes(data[:cut], headersonly=True)
+    if msg.get_content_maintype() in ("multipart", "message"):
+        return _PARSER.parsebytes(data)
+    head_body = _raw_payload(msg)
+    body = data[cut:].decode("ascii", "surrogateescape")
+    msg.set_payload(head_body + body if isinstance(head_body, str) and head_body else body)
+    return msg
+
+
 def _headers_only(data: bytes, walker: _Walker) -> tuple[tuple[str, str], ...]:
     """The parser gave up on the structure (nesting deeper than its recursion allows): keep
     the top-level headers and read the body as plain text."""
@@ -480,12 +499,12 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (froze
             walker.hit("max_message_bytes")
         data = _bound(_prepare(data), limits, walker)
         try:
-            msg = _PARSER.parsebytes(data)
+            msg = _parse_message(data)
             if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects):
                 repaired = _without_junk_line(data)
                 if repaired is not None:
                     walker.defect("JunkHeaderLineDropped")
-                    msg = _PARSER.parsebytes(repaired)
+                    msg = _parse_message(repaired)
         except RecursionError:
             walker.hit("max_mime_depth")
             walker.defect("ParseError: RecursionError")

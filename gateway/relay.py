@@ -7,7 +7,9 @@ or gone mid-transfer gives 451 4.4.x so that the MTA in front keeps the message 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -71,7 +73,7 @@ def _xforward_commands(attrs: Mapping[str, str], announced: set[str]) -> list[by
     items = [
         f"{k}={v}".encode("ascii", "replace")
         for k, v in attrs.items()
-        if k in announced and v and all(33 <= ord(c) < 127 and c != "=" for c in v)
+        if k in announced and _xforward_value_ok(v)
     ]
     lines: list[bytes] = []
     current: list[bytes] = []
@@ -88,7 +90,21 @@ def _xforward_commands(attrs: Mapping[str, str], announced: set[str]) -> list[by
 async def relay(
     req: RelayRequest, host: str, port: int, *, timeout: float, local_hostname: str
 ) -> RelayResult:
-    client = aiosmtplib.SMTP(
+    """One message on a connection of its own, closed afterwards."""
+    client = _client(host, port, timeout, local_hostname)
+    try:
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return _unavailable(host, port, exc)
+        result, _clean = await _guarded(client, req, _State(None))
+        return result
+    finally:
+        await _quit(client)
+
+
+def _client(host: str, port: int, timeout: float, local_hostname: str) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
         hostname=host,
         port=port,
         timeout=timeout,
@@ -96,42 +112,195 @@ async def relay(
         start_tls=False,
         use_tls=False,
     )
+
+
+def _unavailable(host: str, port: int, exc: BaseException) -> RelayResult:
+    return RelayResult(451, f"4.4.1 Next hop {host}:{port} unavailable ({type(exc).__name__})")
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        try:
+            await client.quit(timeout=5.0)
+        except Exception:  # the message is already answered for; a rude hangup is fine
+            client.close()
+
+
+class _Stale(Exception):
+    """A kept connection that the next hop closed while it was idle: nothing was sent."""
+
+
+async def _guarded(
+    client: aiosmtplib.SMTP, req: RelayRequest, state: _State
+) -> tuple[RelayResult, bool]:
+    """(result, whether the connection is between transactions and may carry another).
+    Raises _Stale when a kept connection turns out closed before the next hop answered."""
     try:
+        result = await _transaction(client, req, state)
+    except aiosmtplib.SMTPTimeoutError:
+        return RelayResult(451, "4.4.2 Next hop timed out"), False
+    except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+        if state.kept is not None and not state.answered:
+            raise _Stale from exc
+        return RelayResult(451, f"4.4.2 Next hop connection lost ({type(exc).__name__})"), False
+    except aiosmtplib.SMTPResponseException as exc:
+        if state.kept is not None and not state.answered and exc.code == 421:
+            raise _Stale from exc
+        return _passed_back(aiosmtplib.SMTPResponse(exc.code, exc.message)), False
+    except aiosmtplib.SMTPException as exc:
+        return RelayResult(451, f"4.4.0 Relay failed ({type(exc).__name__})"), False
+    return result, client.is_connected and result.code != 421
+
+
+@dataclass(slots=True)
+class _Kept:
+    """An open connection between transactions, with what its EHLO and XFORWARD said."""
+
+    client: aiosmtplib.SMTP
+    exts: dict[str, str]
+    xforward_names: frozenset[str]
+    since: float
+
+
+@dataclass(slots=True)
+class _State:
+    kept: _Kept | None
+    exts: dict[str, str] | None = None
+    xforward_names: frozenset[str] = frozenset()
+    answered: bool = False  # the next hop has answered a command of this transaction
+
+    def __post_init__(self) -> None:
+        if self.kept is not None:
+            self.xforward_names = self.kept.xforward_names
+
+
+class RelayPool:
+    """Next-hop connections kept open between messages, so that a message costs MAIL, RCPT
+    and DATA instead of also a connect, EHLO and QUIT. A connection is reused only between
+    complete transactions, by one message at a time; if the next hop closed it while it was
+    idle (nothing of the new message was accepted yet), the message goes on a fresh one.
+    XFORWARD attributes may outlive a transaction at the next hop, so a connection is reused
+    only by a message that sends (and so overrides) every attribute the last one sent."""
+
+    def __init__(self, max_idle: int = 8, idle_timeout: float = 20.0) -> None:
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple[str, int, str], list[_Kept]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def relay(
+        self, req: RelayRequest, host: str, port: int, *, timeout: float, local_hostname: str
+    ) -> RelayResult:
+        key = (host, port, local_hostname)
+        names = _xforward_names(req)
+        kept = self._take(key, names)
+        while kept is not None:
+            kept.client.timeout = timeout
+            state = _State(kept)
+            try:
+                result, clean = await _guarded(kept.client, req, state)
+            except _Stale:
+                self._close(kept.client)
+                kept = self._take(key, names)
+                continue
+            self._give_back(key, kept.client, state, clean)
+            return result
+        client = _client(host, port, timeout, local_hostname)
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return RelayResult(
-                451, f"4.4.1 Next hop {host}:{port} unavailable ({type(exc).__name__})"
-            )
+            client.close()
+            return _unavailable(host, port, exc)
+        state = _State(None)
+        result, clean = await _guarded(client, req, state)
+        self._give_back(key, client, state, clean)
+        return result
+
+    def _take(self, key: tuple[str, int, str], names: frozenset[str]) -> _Kept | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            kept = idle.pop()
+            usable = kept.client.is_connected and now - kept.since < self.idle_timeout
+            if usable and kept.xforward_names <= names:
+                return kept
+            self._close(kept.client)
+        return None
+
+    def _give_back(
+        self, key: tuple[str, int, str], client: aiosmtplib.SMTP, state: _State, clean: bool
+    ) -> None:
+        idle = self._idle.setdefault(key, [])
+        if not clean or state.exts is None or len(idle) >= self.max_idle:
+            self._close(client)
+            return
+        idle.append(_Kept(client, state.exts, state.xforward_names, time.monotonic()))
+        if self._expiry is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.idle_timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        now = time.monotonic()
+        for idle in self._idle.values():
+            for kept in [k for k in idle if now - k.since >= self.idle_timeout]:
+                idle.remove(kept)
+                self._close(kept.client)
+        if any(self._idle.values()):
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.idle_timeout / 2, self._expire)
+
+    def _close(self, client: aiosmtplib.SMTP) -> None:
+        """QUIT politely in the background (the next hop logs a clean disconnect)."""
+        task = asyncio.get_running_loop().create_task(_quit(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for idle in self._idle.values():
+            for kept in idle:
+                self._close(kept.client)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _xforward_names(req: RelayRequest) -> frozenset[str]:
+    """The attributes _xforward_commands would send (when the next hop announces them)."""
+    if not req.xforward:
+        return frozenset()
+    return frozenset(k for k, v in req.xforward.items() if _xforward_value_ok(v))
+
+
+def _xforward_value_ok(value: str) -> bool:
+    return bool(value) and all(33 <= ord(c) < 127 and c != "=" for c in value)
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP, req: RelayRequest, state: _State | None = None
+) -> RelayResult:
+    state = state if state is not None else _State(None)
+    if state.kept is not None:
+        exts = state.kept.exts
+    else:
         try:
-            return await _transaction(client, req)
-        except aiosmtplib.SMTPTimeoutError:
-            return RelayResult(451, "4.4.2 Next hop timed out")
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
-            return RelayResult(451, f"4.4.2 Next hop connection lost ({type(exc).__name__})")
-        except aiosmtplib.SMTPResponseException as exc:
-            return _passed_back(aiosmtplib.SMTPResponse(exc.code, exc.message))
-        except aiosmtplib.SMTPException as exc:
-            return RelayResult(451, f"4.4.0 Relay failed ({type(exc).__name__})")
-    finally:
-        if client.is_connected:
-            try:
-                await client.quit(timeout=5.0)
-            except Exception:  # the message is already answered for; a rude hangup is fine
-                client.close()
-
-
-async def _transaction(client: aiosmtplib.SMTP, req: RelayRequest) -> RelayResult:
-    try:
-        await client.ehlo()
-        exts = dict(client.esmtp_extensions)
-    except aiosmtplib.SMTPHeloError:
-        await client.helo()
-        exts = {}
+            await client.ehlo()
+            exts = dict(client.esmtp_extensions)
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
+            exts = {}
+    state.exts = exts
     if req.xforward and "xforward" in exts:
         announced = set(exts["xforward"].upper().split())
+        # What the next hop may hold from now on: also what a refused command left unsaid.
+        state.xforward_names |= _xforward_names(req) & announced
         for line in _xforward_commands(req.xforward, announced):
             resp = await client.execute_command(b"XFORWARD", line)
+            state.answered = True
             if resp.code != 250:
                 log.warning("next hop refused XFORWARD: %s %s", resp.code, resp.message)
                 break
@@ -148,6 +317,7 @@ async def _transaction(client: aiosmtplib.SMTP, req: RelayRequest) -> RelayResul
     resp = await client.execute_command(
         b"MAIL", b"FROM:<" + req.mail_from.encode(encoding) + b">", *options
     )
+    state.answered = True
     if resp.code != 250:
         return _passed_back(resp)
     accepted = 0

@@ -33,7 +33,7 @@ from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.metrics import Metrics
 from gateway.quarantine import QuarantineStore
-from gateway.relay import XFORWARD_ATTRS, RelayRequest, RelayResult, relay
+from gateway.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 from gateway.scanpool import (
     EngineFactory,
     ScanError,
@@ -218,6 +218,7 @@ class Gateway:
         self.store = QuarantineStore(settings.quarantine_dir)
         self.scans = ScanService(engine_factory, settings.worker_count, config.engine.scan_timeout)
         self.sessions: set[GatewaySMTP] = set()
+        self.relays = RelayPool()
         self.draining = False
         self.server: asyncio.base_events.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -309,6 +310,7 @@ class Gateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.scans.close()
+        await self.relays.close()
         await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
 
@@ -459,7 +461,7 @@ class Gateway:
             eight_bit="BODY=8BITMIME" in options,
             xforward=xforward,
         )
-        result: RelayResult = await relay(
+        result: RelayResult = await self.relays.relay(
             req, *s.next_hop, timeout=s.relay_timeout, local_hostname=s.greeting_name
         )
         if not result.ok:

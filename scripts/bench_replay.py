@@ -105,6 +105,29 @@ def wait_idle(limit: float) -> float:
             return used
 
 
+def _spin(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i * i % 7
+    return x
+
+
+def machine_ceiling(loops: int = 8_000_000) -> float:
+    """What 2 processes of plain Python gain over 1 on this machine right now (shared caches,
+    SMT siblings and neighbours' load included): the most --jobs 2 could reach."""
+    import multiprocessing
+
+    walls = {}
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_spin, [1, 1])  # start both workers before timing
+        for procs in (1, 2):
+            started = time.monotonic()
+            for _ in range(2 // procs):
+                pool.map(_spin, [loops] * procs, chunksize=1)
+            walls[procs] = time.monotonic() - started
+    return walls[1] / walls[2]
+
+
 def throughput(corpus: Path, tmp: Path, rounds: int, idle_wait: float) -> float:
     """Alternate --jobs 1 and --jobs 2 `rounds` times, each after waiting for a quiet machine;
     the best rate of each is compared, as the one least disturbed by other work."""
@@ -128,6 +151,7 @@ def throughput(corpus: Path, tmp: Path, rounds: int, idle_wait: float) -> float:
                 f", CPU {res['cpu_seconds']:.1f} s; other processes used {others:.2f} cores "
                 f"(before: {idle_before:.2f})"
             )
+        print(f"round {rnd}: plain-Python 2-process speed-up right now {machine_ceiling():.2f}x")
     best1, best2 = max(rates[1]), max(rates[2])
     ratio = best2 / best1
     print(
