@@ -36,6 +36,8 @@ _SPACES_TO_FIX = re.compile(r"\s{2,}|[^\S ]")
 def _split_addresses(value: str) -> list[str]:
     """Split on commas outside quotes and angle brackets; a piece without "@" (the first half
     of an unquoted "Doe, John <j@x>") is glued to the next piece."""
+    if "," not in value:  # one address (most headers): nothing to split or glue
+        return [value] if value.strip() else []
     pieces: list[str] = []
     current: list[str] = []
     quoted = False

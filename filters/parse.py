@@ -468,7 +468,11 @@ def _parse_message(data: bytes) -> Message:
         return _PARSER.parsebytes(data)
     # The cut falls just after a blank line, so the feedparser's header block ends at or
     # before it; whatever it read as body inside the head stays in front of the rest.
-    msg = _PARSER.parsebytes(data[:cut], headersonly=True)
+    head = data[:cut]
+    lowered = head.lower()
+    if b"multipart" in lowered or b"message/" in lowered:
+        return _PARSER.parsebytes(data)  # most likely a tree: parse once, the usual way
+    msg = _PARSER.parsebytes(head, headersonly=True)
     if msg.get_content_maintype() in ("multipart", "message"):
         return _PARSER.parsebytes(data)
     head_body = _raw_payload(msg)

@@ -82,7 +82,12 @@ class _Host:
 def _parse_authority(rest: str) -> _Host:
     """rest: what follows "scheme:" with the leading slashes removed."""
     end = _AUTHORITY_END.search(rest)
-    authority = rest[: end.start()] if end else rest
+    return _host_of(rest[: end.start()] if end else rest)
+
+
+@lru_cache(maxsize=4096)
+def _host_of(authority: str) -> _Host:
+    """Hosts repeat (a sender's tracking links share one): each authority is read once."""
     _userinfo, at, hostport = authority.rpartition("@")
     host = hostport
     if host.startswith("["):
