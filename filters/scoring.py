@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from config.loader import Config
-from filters.checks import all_rules
+from filters.checks import RULE_DESCRIPTIONS
 from filters.types import Finding, ScoredFinding
 
 
@@ -18,7 +18,6 @@ def score(
     the share it really contributed. Without a brand claim, positive scores outside the
     exempt groups are scaled by `scoring.unclaimed_factor`: on their own, shorteners, lure
     words and odd links are the everyday stuff of newsletters, not brand misuse."""
-    descriptions = all_rules()
     raw: list[tuple[Finding, str, float]] = []
     for finding in findings:
         rw = cfg.rules.get(finding.rule)
@@ -42,7 +41,7 @@ def score(
             group=group,
             score=round(s * scale.get(group, 1.0) if s > 0 else s, 2),
             evidence=f.evidence,
-            description=descriptions.get(f.rule, f.rule),
+            description=RULE_DESCRIPTIONS.get(f.rule, f.rule),
         )
         for f, group, s in raw
         if s != 0

@@ -12,21 +12,12 @@ from typing import Any, TextIO
 
 from config.loader import ConfigError, load_config
 from gateway import replay
+from gateway.cmd_scan import jobs_arg
 from gateway.report import render
 
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (one per core) or more")
-    return value or (os.cpu_count() or 1)
 
 
 def _fraction(text: str) -> float:
@@ -76,7 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="more folder names taken as labels, reported but not scored (default: malformed)",
     )
     p.add_argument(
-        "--jobs", "-j", type=_jobs, default=1, metavar="N", help="worker processes (0 = per core)"
+        "--jobs", "-j", type=jobs_arg, default=1, metavar="N", help="processes (0 = per core)"
     )
     p.add_argument("--config", metavar="DIR", help="config directory or file (overlay)")
     p.add_argument(

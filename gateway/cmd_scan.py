@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, mbox, Maildir or -")
     p.add_argument("--format", choices=FORMATS, default="text", help="record format (text)")
     p.add_argument(
-        "-j", "--jobs", type=_jobs, default=1, help="worker processes (0 = one per core)"
+        "-j", "--jobs", type=jobs_arg, default=1, help="worker processes (0 = one per core)"
     )
     p.add_argument("--config", metavar="DIR", help="admin config directory or file")
     p.add_argument(
@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _jobs(text: str) -> int:
+def jobs_arg(text: str) -> int:
+    """`--jobs N`: N worker processes; 0 means one per core (shared with replay)."""
     try:
         value = int(text)
     except ValueError as exc:

@@ -9,8 +9,8 @@ weight and group in config/brandgate.toml, and add a firing case and a near miss
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from types import ModuleType
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType, ModuleType
 from typing import Protocol, cast
 
 from filters.context import Context
@@ -54,11 +54,20 @@ def _load() -> tuple[Check, ...]:
 CHECKS: tuple[Check, ...] = _load()
 
 
-def all_rules() -> dict[str, str]:
+def _collect() -> dict[str, str]:
     out: dict[str, str] = {}
     for check in CHECKS:
         out.update(check.RULES)
     return out
+
+
+# Every registered rule id -> its description, read-only, built once at import.
+RULE_DESCRIPTIONS: Mapping[str, str] = MappingProxyType(_collect())
+
+
+def all_rules() -> dict[str, str]:
+    """Every registered rule id -> its description (a copy: callers may keep or change it)."""
+    return dict(RULE_DESCRIPTIONS)
 
 
 def run_checks(f: Features, claim: BrandClaim | None, ctx: Context) -> tuple[Finding, ...]:
