@@ -97,6 +97,8 @@ def count_hint(paths: Sequence[str]) -> int | None:
                     return None
                 total += 1
         elif os.path.exists(path):
+            if not os.path.isfile(path):
+                return None  # a FIFO or device: peeking would eat the data the scan needs
             if _starts_with_from(path) and _size(path) > _READ_CHUNK:
                 return None  # a large explicit file starting with From_ is most likely an mbox
             total += 1

@@ -248,3 +248,10 @@ def test_block_splitter_matches_line_by_line_reading(
     finally:
         archive._READ_CHUNK = old
     assert got == reference_split(data, max_bytes)
+
+
+def test_count_hint_does_not_read_from_a_fifo(tmp_path: Path) -> None:
+    # Peeking at a FIFO would consume bytes the scan needs (and block until a writer comes).
+    fifo = tmp_path / "box"
+    os.mkfifo(fifo)
+    assert count_hint([str(fifo)]) is None
