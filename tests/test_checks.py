@@ -65,6 +65,17 @@ def test_brand_domain_signed_only_by_a_stranger_fires() -> None:
     assert "signed only by soldrun.com" in found[0].evidence
 
 
+def test_brand_domain_signed_by_its_esp_only_is_weak() -> None:
+    # Brands send through ESPs; the ESP's signature and bounce domain are no sign of a spoof.
+    f = features(
+        "news@paypal.com",
+        display="PayPal",
+        dkim_domains=("sendgrid.net",),
+        return_path=addr("bounces+123@sendgrid.net"),
+    )
+    assert [x.factor for x in _run(brand_sender, f, claim("paypal"))] == [0.5]
+
+
 def test_brand_domain_unsigned_is_weaker_and_lists_are_exempt() -> None:
     unsigned = features("service@paypal.com", display="PayPal")
     assert [x.factor for x in _run(brand_sender, unsigned, claim("paypal"))] == [0.5]

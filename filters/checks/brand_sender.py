@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from filters.checks._common import auth_failed, brand_authenticated
 from filters.claim import PLACE_NAMES
 from filters.context import Context
-from filters.registry import Brand, BrandRegistry
+from filters.domains import registrable
+from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import BrandClaim, Features, Finding
 
 RULES = {
@@ -37,7 +38,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
                 (f"From {f.from_addr.address} is a {brand.name} domain ({entry})", failed),
             )
         else:
-            yield from _unvouched(f, brand, reg)
+            yield from _unvouched(f, brand, reg, ctx.lists)
         return
     yield Finding(
         "BRAND_SENDER_UNVERIFIED",
@@ -55,23 +56,26 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         )
 
 
-def _unvouched(f: Features, brand: Brand, reg: BrandRegistry) -> Iterable[Finding]:
+def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> Iterable[Finding]:
     """The brand's own domain in From, and nothing that the brand controls behind it.
 
     Brands sign their mail and receive their own bounces (directly or through their ESP's
     arrangement under their domain). A signature only by some other domain, or an envelope
     sender outside the brand, is what a spoof looks like; no signature at all is weaker
-    evidence, since archives and forwarders strip headers."""
+    evidence, since archives and forwarders strip headers. So is an ESP's signature or bounce
+    address alone: brands send through ESPs, and the ESP signs for all its customers."""
     assert f.from_addr is not None
     signers = [d for d in f.dkim_domains if d]
-    brand_signed = any(reg.may_send(brand, d) for d in signers)
-    if brand_signed:
+    if any(reg.may_send(brand, d) for d in signers):
         return
     rp = f.return_path
     foreign_rp = bool(rp and rp.domain and not reg.may_send(brand, rp.domain))
+    strangers = [d for d in signers if registrable(d) not in lists.esp_domains]
+    if foreign_rp and rp is not None and rp.registrable in lists.esp_domains:
+        foreign_rp = False
     if f.mailing_list:
         # A list re-signs and takes the bounces: neither says anything about the author.
-        signers, foreign_rp = [], False
+        signers, strangers, foreign_rp = [], [], False
     evidence = [f"From {f.from_addr.address} uses {brand.name}'s domain"]
     if signers:
         evidence.append(f"signed only by {', '.join(dict.fromkeys(signers))}")
@@ -79,5 +83,5 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry) -> Iterable[Findin
         evidence.append(f"no DKIM signature of a {brand.name} domain")
     if foreign_rp and rp is not None:
         evidence.append(f"envelope sender {rp.domain} is not a {brand.name} domain")
-    factor = 1.0 if signers or foreign_rp else 0.5
+    factor = 1.0 if strangers or foreign_rp else 0.5
     yield Finding("BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=factor)
