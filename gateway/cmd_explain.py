@@ -12,6 +12,7 @@ from config.loader import Config, ConfigError, load_config, with_trusted_authser
 from filters.checks import all_rules
 from filters.engine import Engine
 from filters.explain import render
+from gateway.options import add_config, add_trusted_authserv
 
 
 def _read(path: str) -> bytes:
@@ -92,15 +93,15 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="explain the verdict on one or more messages")
     p.add_argument("files", nargs="+", metavar="FILE", help=".eml file, or - for stdin")
-    p.add_argument("--config", help="config directory or file (merged over the shipped one)")
-    p.add_argument("--trusted-authserv", action="append", metavar="ID", default=[])
+    add_config(p)
+    add_trusted_authserv(p)
     p.add_argument("--json", action="store_true", help="one JSON record per message")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("check-config", help="validate the configuration and brand registry")
-    p.add_argument("--config", help="config directory or file (merged over the shipped one)")
+    add_config(p)
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("rules", help="list the rules with their weights and groups")
-    p.add_argument("--config", help="config directory or file")
+    add_config(p)
     p.set_defaults(func=cmd_rules)

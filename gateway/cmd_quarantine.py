@@ -18,6 +18,7 @@ from typing import Any
 from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
+from gateway.options import add_config
 from gateway.quarantine import Entry, QuarantineStore
 from gateway.relay import XFORWARD_ATTRS
 from gateway.scanpool import default_engine_factory, engine_config_for_serve
@@ -39,7 +40,7 @@ def parse_age(text: str) -> float:
 def register(sub: Any) -> None:
     p = sub.add_parser("quarantine", help="list, show, release, delete or purge quarantined mail")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE|DIR", help="admin config file or directory")
+    add_config(common)
     common.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
     acts = p.add_subparsers(dest="qaction", required=True, metavar="ACTION")
     a = acts.add_parser("list", parents=[common], help="messages held now")

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from config.loader import ConfigError, load_config
 from gateway import replay
 from gateway.cmd_scan import jobs_arg
+from gateway.options import add_config, add_trusted_authserv
 from gateway.report import render
 
 
@@ -69,14 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--jobs", "-j", type=jobs_arg, default=1, metavar="N", help="processes (0 = per core)"
     )
-    p.add_argument("--config", metavar="DIR", help="config directory or file (overlay)")
-    p.add_argument(
-        "--trusted-authserv",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="authserv-id whose Authentication-Results to trust (repeatable)",
-    )
+    add_config(p)
+    add_trusted_authserv(p)
     p.add_argument("--compare-config", metavar="DIR", help="second config to diff verdicts with")
     p.add_argument(
         "--target-fpr",

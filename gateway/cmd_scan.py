@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from config.loader import Config, ConfigError, load_config
 from gateway.archive import ArchiveStats, count_hint, iter_messages
+from gateway.options import add_config, add_trusted_authserv
 from gateway.output import FORMATS, Tally, make_writer, summary_table
 from gateway.parallel import ScannerFactory, scan_items
 from gateway.progress import Progress
@@ -28,15 +29,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "-j", "--jobs", type=jobs_arg, default=1, help="worker processes (0 = one per core)"
     )
-    p.add_argument("--config", metavar="DIR", help="admin config directory or file")
-    p.add_argument(
-        "--trusted-authserv",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="trust Authentication-Results from this authserv-id (repeatable; replaces the "
-        "configured list, for archives received by a known MTA)",
-    )
+    add_config(p)
+    add_trusted_authserv(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write records here (default stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from config.loader import ConfigError
+from gateway.options import add_config, add_trusted_authserv
 from gateway.scanpool import EngineFactory, default_engine_factory
 from gateway.server import Gateway, build_gateway
 
@@ -27,17 +28,12 @@ def register(sub: Any) -> None:
         description="Run the SMTP gateway. Without a config it listens on 127.0.0.1:10025 "
         "and relays to 127.0.0.1:10026 (after-queue) with the shipped defaults.",
     )
-    p.add_argument("--config", metavar="FILE|DIR", help="admin config file or directory")
+    add_config(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
     p.add_argument("--next-hop", metavar="HOST:PORT", help="where accepted mail goes")
     p.add_argument("--mode", choices=("after-queue", "before-queue"), help="how Postfix uses us")
     p.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
-    p.add_argument(
-        "--trusted-authserv",
-        metavar="ID",
-        action="append",
-        help="trust Authentication-Results of this authserv-id (repeatable; replaces the config)",
-    )
+    add_trusted_authserv(p)
     p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus endpoint ('' to disable)")
     p.add_argument("--workers", type=int, metavar="N", help="scan processes (0 = one per CPU)")
     p.set_defaults(func=handler)
