@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 
 # Characters that render as nothing (or as a space) and are used to break up brand names.
 _INVISIBLE = dict.fromkeys(
@@ -22,20 +23,30 @@ _INVISIBLE = dict.fromkeys(
     None,
 )
 
-# Latin lookalikes from Cyrillic, Greek, Armenian and a few symbol blocks (after NFKC and
-# lower-casing). A subset of Unicode's confusables.txt: the letters that matter for brand
-# names written in Latin script.
-_CONFUSABLE_PAIRS = {
-    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i",
-    "ј": "j", "к": "k", "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r",
-    "ѕ": "s", "т": "t", "ц": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "з": "3", "ь": "b",
-    "ɑ": "a", "α": "a", "β": "b", "ϲ": "c", "δ": "d", "ε": "e", "η": "n", "ι": "i", "κ": "k",
-    "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ք": "p",
-    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "ɡ": "g", "ı": "i", "ł": "l", "ø": "o",
-    "ß": "ss", "ð": "d", "þ": "p", "ƅ": "b", "ɩ": "i", "ʟ": "l", "ɴ": "n", "ʀ": "r", "ᴀ": "a",
-    "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m", "ᴏ": "o", "ᴘ": "p", "ᴛ": "t",
-    "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "ⅰ": "i", "ⅼ": "l", "ⅽ": "c", "ⅾ": "d", "ⅿ": "m",
-}  # fmt: skip
+# Characters that pass for a Latin letter or digit (Cyrillic "а", Greek "ο", Cherokee, math
+# and fullwidth forms...): Unicode's confusables table, as built into filters/data by
+# scripts/build-confusables. Only lookalikes of one ASCII character are kept.
+_TABLE = Path(__file__).resolve().parent / "data" / "confusables.tsv"
+# Letters that look like a Latin one but do not decompose into it, so accent stripping leaves
+# them: folded by spelling, not by shape.
+_ORTHOGRAPHIC = {"ł": "l", "ø": "o", "ß": "ss", "đ": "d", "ð": "d", "þ": "p", "ħ": "h", "ŀ": "l"}
+
+
+def _load_confusables() -> dict[str, str]:
+    pairs = dict(_ORTHOGRAPHIC)
+    with _TABLE.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("#") or not line.strip():
+                continue
+            code, ascii_char, _name = line.rstrip("\n").split("\t", 2)
+            char = chr(int(code, 16))
+            # Keyed after lower-casing, as normalise applies it.
+            pairs.setdefault(char.lower(), ascii_char)
+            pairs.setdefault(char, ascii_char)
+    return pairs
+
+
+_CONFUSABLE_PAIRS = _load_confusables()
 
 # For brand-name skeletons only: digits and signs that pass for letters in a display name.
 _LEETSPEAK = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "$": "s", "|": "l"})
@@ -60,11 +71,9 @@ def _strip_marks(text: str) -> str:
 
 
 _INVISIBLE_RE = re.compile("[" + "".join(chr(c) for c in _INVISIBLE) + "]")
-_CONFUSABLE_RE = re.compile("[" + "".join(_CONFUSABLE_PAIRS) + "]")
-
-
-def _fold(m: re.Match[str]) -> str:
-    return _CONFUSABLE_PAIRS[m.group()]
+# str.translate: with a table of this size, and Cyrillic or Greek text where most letters
+# change, it is an order of magnitude faster than a regex substitution with a callback.
+_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE_PAIRS)
 
 
 def normalise(text: str) -> str:
@@ -72,10 +81,8 @@ def normalise(text: str) -> str:
     words. Accents are kept (they carry meaning in lure words like "réclamer")."""
     if text.isascii():  # most mail: NFKC and both tables change nothing
         return _SPACES.sub(" ", text.lower()).strip()
-    # Regex substitution over character classes: several times faster than str.translate
-    # with a dict on long bodies, with the same result.
     text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text)).lower()
-    text = _CONFUSABLE_RE.sub(_fold, text)
+    text = text.translate(_CONFUSABLE_TABLE)
     return _SPACES.sub(" ", text).strip()
 
 
