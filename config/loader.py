@@ -13,12 +13,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filters.registry import Brand, BrandRegistry, Lexicon, Lists, LureTerm
+from filters.registry import Brand, BrandRegistry, Esp, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
 from filters.types import VERDICTS, Limits
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 MAIN_FILE = "brandgate.toml"
+# The shipped rule weights and thresholds, learned by `scripts/tune` (brandgate tune) from
+# labelled mail; merged right after brandgate.toml, whose [rules] hold the priors (sign, group,
+# the weight of rules too rare to learn).
+LEARNED_FILE = "weights.toml"
 
 
 class ConfigError(Exception):
@@ -60,6 +64,8 @@ class Config:
     lists: Lists
     lexicon: Lexicon
     scoring: ScoringSettings = ScoringSettings()
+    # combination rule -> the rules that must all fire (its factor: the product of theirs)
+    combos: dict[str, tuple[str, ...]] = field(default_factory=dict)
     gateway: dict[str, Any] = field(default_factory=dict)  # validated by gateway.settings
     sources: tuple[str, ...] = ()  # files read, in order (for logs and check-config)
 
@@ -150,7 +156,24 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], file: Path, where: 
 # --------------------------------------------------------------------------- main file
 
 _ENGINE_KEYS = {"trusted_authserv_ids", "verify_dkim", "dns_timeout", "scan_timeout"}
-_TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring"}
+_TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring", "combos"}
+
+
+def _combos(
+    doc: dict[str, Any], file: Path, rules: dict[str, RuleWeight]
+) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for name, parts in _table(doc, "combos", file).items():
+        key = f"combos.{name}"
+        members = _strs(parts, file, key)
+        if len(set(members)) < 2:
+            raise ConfigError(file, key, "a combination needs two or more different rules")
+        if name in members:
+            raise ConfigError(file, key, "a combination cannot contain itself")
+        if name not in rules:
+            raise ConfigError(file, f"rules.{name}", "combination without a weight and group")
+        out[name] = tuple(dict.fromkeys(members))
+    return out
 
 
 def _scoring(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> ScoringSettings:
@@ -217,18 +240,41 @@ def _rules(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> dict[st
 
 # --------------------------------------------------------------------------- brands
 
+# Brand fields that hold lists: an overlay adds to them, and `remove_<field>` takes shipped
+# entries out, as in lists.toml. Scalars (name, category, source ...) are replaced.
+_BRAND_LISTS = ("names", "context_names", "tokens", "sender_domains", "link_domains", "esps")
 _BRAND_KEYS = {
     "name",
     "category",
-    "names",
-    "context_names",
-    "tokens",
-    "sender_domains",
-    "link_domains",
+    "region",
+    *_BRAND_LISTS,
+    *(f"remove_{k}" for k in _BRAND_LISTS),
     "source",
     "notes",
     "enabled",
 }
+
+
+def _extend_brand(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """An overlay entry for a brand already defined: lists grow, `remove_*` shrink them,
+    notes merge, scalars are replaced. Malformed values are left for _brand to report."""
+    out = dict(base)
+    for key, value in over.items():
+        field_ = key[7:] if key.startswith("remove_") else key
+        if field_ in _BRAND_LISTS and isinstance(value, list):
+            current = out.get(field_, [out.get("name", "")] if field_ == "names" else [])
+            if not isinstance(current, list):
+                out[key] = value
+            elif key == field_:
+                out[key] = list(dict.fromkeys([*current, *value]))
+            else:
+                gone = {str(v).casefold() for v in value}
+                out[field_] = [v for v in current if str(v).casefold() not in gone]
+        elif key == "notes" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
 
 
 def _brand(key: str, spec: Any, file: Path) -> Brand | None:
@@ -236,6 +282,8 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
     if not isinstance(spec, dict):
         raise ConfigError(file, where, "expected a table")
     _check_keys(spec, _BRAND_KEYS, file, where + ".")
+    for rm in (k for k in spec if k.startswith("remove_")):
+        _strs(spec[rm], file, f"{where}.{rm}")
     if not flag(spec.get("enabled", True), file, where + ".enabled"):
         return None
     name = spec.get("name")
@@ -266,6 +314,8 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
         link_domains=_domains(spec.get("link_domains", []), file, where + ".link_domains"),
         source=source.strip(),
         notes=tuple((str(k), str(v)) for k, v in notes_tbl.items()),
+        region=str(spec.get("region", "")),
+        esps=tuple(s.lower() for s in _strs(spec.get("esps", []), file, where + ".esps")),
     )
 
 
@@ -274,7 +324,10 @@ def _brand_files(root: Path) -> list[Path]:
     return sorted(folder.glob("*.toml")) if folder.is_dir() else []
 
 
-def _load_brands(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> dict[str, Brand]:
+def _load_brands(
+    dirs: list[Path], read: Callable[[Path], dict[str, Any]]
+) -> tuple[dict[str, Brand], dict[str, Path]]:
+    """Every brand, and the file that last defined or extended each one."""
     brands: dict[str, Brand] = {}
     raw: dict[str, tuple[dict[str, Any], Path]] = {}
     for root in dirs:
@@ -282,16 +335,94 @@ def _load_brands(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> di
             doc = read(file)
             _check_keys(doc, {"brands"}, file, "")
             for key, spec in _table(doc, "brands", file).items():
-                # An overlay entry for a shipped brand is merged key by key, so an admin can
-                # add one sender domain without restating the whole brand.
-                if key in raw and isinstance(spec, dict):
-                    spec = _merge(raw[key][0], spec)
+                # An overlay entry for a shipped brand extends it, so an admin adds one
+                # sender domain in one line without restating (or losing) the shipped ones.
+                if key in raw and isinstance(spec, dict) and isinstance(raw[key][0], dict):
+                    spec = _extend_brand(raw[key][0], spec)
                 raw[key] = (spec, file)
     for key, (spec, file) in raw.items():
         brand = _brand(key, spec, file)
         if brand is not None:
             brands[key] = brand
-    return brands
+    return brands, {key: file for key, (_, file) in raw.items()}
+
+
+_ESP_KEYS = {
+    "name",
+    "kind",
+    "dkim_domains",
+    "return_path_domains",
+    "link_domains",
+    "sender_domains",
+    "source",
+}
+ESP_KINDS = ("esp", "transactional", "marketing", "review", "survey", "helpdesk", "crm")
+
+
+def _esp(key: str, spec: Any, file: Path) -> Esp:
+    where = f"esps.{key}"
+    if not isinstance(spec, dict):
+        raise ConfigError(file, where, "expected a table")
+    _check_keys(spec, _ESP_KEYS, file, where + ".")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(file, where + ".name", "missing or empty")
+    kind = spec.get("kind", "esp")
+    if kind not in ESP_KINDS:
+        raise ConfigError(file, where + ".kind", f"one of {', '.join(ESP_KINDS)}, got {kind!r}")
+    source = spec.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(file, where + ".source", "missing: say where the entries came from")
+    doms = {
+        k: _domains(spec.get(k, []), file, f"{where}.{k}")
+        for k in ("dkim_domains", "return_path_domains", "link_domains", "sender_domains")
+    }
+    if not any(doms.values()):
+        raise ConfigError(file, where, "no domains: give dkim, return-path or link domains")
+    return Esp(key=key, name=name.strip(), kind=kind, source=source.strip(), **doms)
+
+
+def _load_esps(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> dict[str, Esp]:
+    """config/esps.toml: the vendors that mail for brands. An overlay adds vendors, or domains
+    to a shipped one (lists grow, as for brands)."""
+    raw: dict[str, tuple[dict[str, Any], Path]] = {}
+    for root in dirs:
+        file = root / "esps.toml"
+        if not file.is_file():
+            continue
+        doc = read(file)
+        _check_keys(doc, {"esps"}, file, "")
+        for key, spec in _table(doc, "esps", file).items():
+            if key in raw and isinstance(spec, dict):
+                base = raw[key][0]
+                spec = {
+                    **base,
+                    **{
+                        k: list(dict.fromkeys([*base.get(k, []), *v]))
+                        if isinstance(v, list) and isinstance(base.get(k), list)
+                        else v
+                        for k, v in spec.items()
+                    },
+                }
+            raw[key] = (spec, file)
+    return {key: _esp(key, spec, file) for key, (spec, file) in raw.items()}
+
+
+def _with_esp_domains(lists: Lists, esps: dict[str, Esp]) -> Lists:
+    """Every vendor's domains count as ESP infrastructure for the checks that ask."""
+    extra = {d for esp in esps.values() for d in esp.all_domains()}
+    return replace(lists, esp_domains=lists.esp_domains | extra) if extra else lists
+
+
+def _check_brand_esps(
+    brands: dict[str, Brand], esps: dict[str, Esp], files: dict[str, Path]
+) -> None:
+    for brand in brands.values():
+        for key in brand.esps:
+            if key not in esps:
+                raise ConfigError(
+                    files[brand.key], f"brands.{brand.key}.esps", f"unknown vendor {key!r}"
+                )
 
 
 # --------------------------------------------------------------------------- lists, lexicon
@@ -367,10 +498,14 @@ def _load_cues(
 # --------------------------------------------------------------------------- entry point
 
 
-def overlay_dirs(path: Path | str | None) -> tuple[list[Path], list[Path]]:
+def overlay_dirs(
+    path: Path | str | None, learned: bool = True
+) -> tuple[list[Path], list[Path]]:
     """(config directories, main files) in merge order: shipped first, then the admin's."""
     dirs = [SHIPPED_DIR]
     mains = [SHIPPED_DIR / MAIN_FILE]
+    if learned and (SHIPPED_DIR / LEARNED_FILE).is_file():
+        mains.append(SHIPPED_DIR / LEARNED_FILE)
     if path is not None:
         p = Path(path)
         if p.is_dir():
@@ -388,8 +523,10 @@ def overlay_dirs(path: Path | str | None) -> tuple[list[Path], list[Path]]:
     return uniq_dirs, uniq_mains
 
 
-def load_config(path: Path | str | None = None) -> Config:
-    dirs, mains = overlay_dirs(path)
+def load_config(path: Path | str | None = None, learned: bool = True) -> Config:
+    """The shipped configuration merged with the admin's (`path`). learned=False leaves out
+    the shipped learned weights (weights.toml): `tune` starts from the priors."""
+    dirs, mains = overlay_dirs(path, learned)
     read = _read_toml
     doc: dict[str, Any] = {}
     for main in mains:
@@ -400,19 +537,24 @@ def load_config(path: Path | str | None = None) -> Config:
     groups = {
         g: number(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()
     }
-    registry = BrandRegistry(_load_brands(dirs, read))
+    brands, brand_files = _load_brands(dirs, read)
+    esps = _load_esps(dirs, read)
+    _check_brand_esps(brands, esps, brand_files)
+    registry = BrandRegistry(brands, esps)
     if not registry.brands:
         raise ConfigError(dirs[-1] / "brands", "brands", "no brands defined")
     gateway = _table(doc, "gateway", last)
+    rules = _rules(doc, last, groups)
     return Config(
         engine=_engine(doc, last),
         limits=_limits(doc, last),
         thresholds=_thresholds(doc, last),
         groups=groups,
-        rules=_rules(doc, last, groups),
+        rules=rules,
+        combos=_combos(doc, last, rules),
         scoring=_scoring(doc, last, groups),
         registry=registry,
-        lists=_load_lists(dirs, read),
+        lists=_with_esp_domains(_load_lists(dirs, read), esps),
         lexicon=_load_lexicon(dirs, read),
         gateway=gateway,
         sources=tuple(str(p) for p in mains),

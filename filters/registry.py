@@ -22,6 +22,8 @@ class Brand:
     link_domains: tuple[str, ...]  # domains its links may point to (sender domains included)
     source: str  # where the entries came from
     notes: tuple[tuple[str, str], ...] = ()  # per-entry provenance: (entry, note)
+    region: str = ""  # where it mostly operates: "global", "us", "de", "jp" ...
+    esps: tuple[str, ...] = ()  # keys of the vendors that mail for it (config/esps.toml)
 
     def note_for(self, entry: str) -> str | None:
         for key, note in self.notes:
@@ -39,16 +41,60 @@ def domain_in(domain: str, domains: Iterable[str]) -> str | None:
     return None
 
 
-def _suffixes(domain: str) -> list[str]:
-    labels = domain.lower().rstrip(".").split(".")
-    return [".".join(labels[i:]) for i in range(len(labels))]
+def suffixes(domain: str, most: int) -> list[str]:
+    """The `most` shortest dotted suffixes of `domain`, longest first ("a.b.c" -> "a.b.c",
+    "b.c", "c"). Only as many as the longest registry entry has labels can match, so a host of
+    thousands of labels costs no more than a short one."""
+    domain = domain.lower().rstrip(".")
+    out: list[str] = []
+    cut = len(domain)
+    while domain and len(out) < most:
+        dot = domain.rfind(".", 0, cut)
+        out.append(domain[dot + 1 :])
+        if dot < 0:
+            break
+        cut = dot
+    out.reverse()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Esp:
+    """A vendor that sends or hosts mail for many brands: an ESP, a review or survey service.
+
+    Its signature, bounce address or tracking host vouches for its customer account, never for
+    a brand; only a brand that names it (`esps`) is known to mail through it."""
+
+    key: str
+    name: str
+    kind: str  # "esp", "transactional", "marketing", "review", "survey", "helpdesk", "crm"
+    dkim_domains: tuple[str, ...]  # d= it signs with on its customers' behalf
+    return_path_domains: tuple[str, ...]  # envelope senders (bounce handling) it uses
+    link_domains: tuple[str, ...]  # click tracking, hosted pages, images
+    sender_domains: tuple[str, ...]  # shared From domains its customers may send from
+    source: str
+
+    def all_domains(self) -> tuple[str, ...]:
+        return tuple(
+            dict.fromkeys(
+                (
+                    *self.dkim_domains,
+                    *self.return_path_domains,
+                    *self.link_domains,
+                    *self.sender_domains,
+                )
+            )
+        )
 
 
 @dataclass(slots=True)
 class BrandRegistry:
     brands: dict[str, Brand]
+    esps: dict[str, Esp] = field(default_factory=dict)
     _sender_index: dict[str, str] = field(default_factory=dict)  # domain -> brand key
     _link_index: dict[str, str] = field(default_factory=dict)
+    _esp_index: dict[str, str] = field(default_factory=dict)  # domain -> ESP key
+    _depth: int = 1  # labels of the longest entry in any index
 
     def __post_init__(self) -> None:
         for brand in self.brands.values():
@@ -56,6 +102,11 @@ class BrandRegistry:
                 self._sender_index.setdefault(dom, brand.key)
             for dom in (*brand.link_domains, *brand.sender_domains):
                 self._link_index.setdefault(dom, brand.key)
+        for esp in self.esps.values():
+            for dom in esp.all_domains():
+                self._esp_index.setdefault(dom, esp.key)
+        entries = (*self._sender_index, *self._link_index, *self._esp_index)
+        self._depth = max((e.count(".") + 1 for e in entries), default=1)
 
     def __len__(self) -> int:
         return len(self.brands)
@@ -63,21 +114,31 @@ class BrandRegistry:
     def get(self, key: str) -> Brand | None:
         return self.brands.get(key)
 
-    def sender_brand(self, domain: str) -> tuple[str, str] | None:
-        """(brand key, matching entry) when `domain` may send for some brand."""
-        for suffix in _suffixes(domain):
-            key = self._sender_index.get(suffix)
+    def _lookup(self, index: dict[str, str], domain: str) -> tuple[str, str] | None:
+        # Longest suffix first, so that a brand's own subdomain entry wins over a parent.
+        for suffix in suffixes(domain, self._depth):
+            key = index.get(suffix)
             if key is not None:
                 return key, suffix
         return None
 
+    def sender_brand(self, domain: str) -> tuple[str, str] | None:
+        """(brand key, matching entry) when `domain` may send for some brand."""
+        return self._lookup(self._sender_index, domain)
+
     def link_brand(self, domain: str) -> tuple[str, str] | None:
         """(brand key, matching entry) when `domain` is some brand's own link domain."""
-        for suffix in _suffixes(domain):
-            key = self._link_index.get(suffix)
-            if key is not None:
-                return key, suffix
-        return None
+        return self._lookup(self._link_index, domain)
+
+    def esp_of(self, domain: str) -> Esp | None:
+        """The vendor (ESP, review or survey service) that `domain` belongs to, if known."""
+        hit = self._lookup(self._esp_index, domain)
+        return self.esps[hit[0]] if hit else None
+
+    def uses_esp(self, brand: Brand, domain: str) -> Esp | None:
+        """The vendor behind `domain` when the brand is known to mail through it."""
+        esp = self.esp_of(domain)
+        return esp if esp is not None and esp.key in brand.esps else None
 
     def may_send(self, brand: Brand, domain: str) -> str | None:
         return domain_in(domain, brand.sender_domains)
