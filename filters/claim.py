@@ -1,10 +1,23 @@
 """Which brand does a message present itself as? A mention is not a claim.
 
-A claim is made where the message names its author: the From display name, the From local part,
-and, when the author is left vague, the subject and the opening lines ("Your PayPal account has
-been limited", "Amazon Security Team"). A shop listing the marketplaces it sells on, a news
-digest about Amazon or a friend linking to amazon.com speak *about* the brand, and are not
-claims.
+A claim is made where a reader looks for the author: the From display name, the From address
+(local part and domain), and, less plainly, the subject, the opening lines, the logo at the top
+and link texts that show a brand's address. The model answers questions of structure rather
+than looking words up in closed lists:
+
+- Is the brand's name distinctive ("PayPal", registry `names`), so that it claims the brand
+  wherever it stands as the author, or an ordinary word ("Chase", "Target": `context_names`),
+  which claims only beside words that speak for a sender ("Chase Bank", "Target Support")?
+- Does the display name read as a person ("Damien Morton" <damien.morton@...>) or as the
+  sender's own organisation (its own domain's name)? Then a brand inside it is no claim.
+- Is the brand glued into the sender's address or domain ("walmartnoticescenter@",
+  "starbuckskle.com")?
+- Does the subject or the opening speak as the brand ("Your PayPal account", "Amazon: ...")?
+
+Vocabulary (service words in many languages, config/claim_cues.toml) refines the strength; it is
+never what makes a distinctive name a claim. Matching is done on a folded form in which
+confusables, digits passing for letters, "rn" for "m", dropped apostrophes and the I/l swap
+("WaImart") all read alike.
 """
 
 from __future__ import annotations
@@ -13,23 +26,26 @@ import re
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from filters.context import Context
-from filters.lookalike import classify
+from filters.lookalike import Imitation, classify, segment
 from filters.registry import Brand, BrandRegistry, Lexicon
 from filters.text import skeleton, words_skeleton
 from filters.types import BrandClaim, Features
 
-# How strongly each place speaks *as* the brand.
+# How strongly each place speaks *as* the brand (the factor of the claim's findings).
 STRENGTH = {
     "display-name": 1.0,
-    "from-domain": 0.7,
     "from-local-part": 0.8,
+    "from-domain": 0.7,
     "subject": 0.6,
     "link-text": 0.5,
-    "img-alt": 0.5,
-    "body": 0.5,
+    "img-alt": 0.4,
+    "body": 0.4,
 }
+# Places where the message names its author; the rest only mention the brand.
+AUTHOR_PLACES = frozenset({"display-name", "from-local-part", "from-domain"})
 # How explanations name each place a claim can be made.
 PLACE_NAMES = {
     "display-name": "the display name",
@@ -40,10 +56,26 @@ PLACE_NAMES = {
     "link-text": "a link's text",
     "body": "the opening lines",
 }
-_FROM_WORDS = frozenset({"from", "von", "de", "da", "do", "van", "di", "del"})
 _URLISH = re.compile(r"(?:https?://|www\.)|\b[a-z0-9-]+\.(?:com|net|org|co|de|fr|br|uk|it|es)\b")
 _NONLATIN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_APOSTROPHES = re.compile(r"(?<=\w)['’`´](?=\w)")
+_LETTERS = re.compile(r"[a-z]+")
 _BODY_HEAD = 600  # characters of the body that count as the "opening lines"
+_MAX_NAME_TEXT = 256  # characters of a display name or subject worth reading for a claim
+_MAX_ALTS = 3  # the first images: where a logo stands in for the sender's name
+MIN_GLUED = 5  # shortest distinctive form found glued inside another word
+_DISPLAY_STRENGTH_UNKNOWN_WORDS = 0.8  # distinctive name beside words of unknown role
+_WEAK_STRENGTH = 0.9  # an ordinary-word name made a claim by service words beside it
+
+
+def fold(text: str) -> str:
+    """The matching form: words_skeleton without apostrophes, with "i" read as "l" (the
+    capital I and small l look alike in most fonts, and phishers swap them)."""
+    return words_skeleton(_APOSTROPHES.sub("", text)).replace("i", "l")
+
+
+def fold_joined(text: str) -> str:
+    return skeleton(_APOSTROPHES.sub("", text)).replace("i", "l")
 
 
 @dataclass(slots=True)
@@ -52,24 +84,27 @@ class _Index:
         default_factory=lambda: defaultdict(list)
     )
     cjk: list[tuple[str, str]] = field(default_factory=list)  # (normalised name, brand key)
-    joined: dict[str, str] = field(default_factory=dict)  # skeleton of a 5+ char name -> key
-    joined_sizes: list[int] = field(default_factory=list)  # their lengths, longest first
-    fuzzy: dict[str, str] = field(default_factory=dict)  # one-deletion variants -> key
+    glued: dict[str, str] = field(default_factory=dict)  # distinctive joined form -> key
+    glued_sizes: list[int] = field(default_factory=list)  # their lengths, longest first
+    # The same, unfolded, for addresses and domains: they are lower-case, so there is no I/l
+    # swap to undo, and folding would read "mail" as "mall".
+    plain: dict[str, str] = field(default_factory=dict)
+    plain_sizes: list[int] = field(default_factory=list)
 
     def add(self, name: str, key: str, strong: bool) -> None:
         if _NONLATIN.search(name):
             self.cjk.append((words_skeleton(name).replace(" ", ""), key))
             return
-        words = tuple(words_skeleton(name).split())
+        words = tuple(fold(name).split())
         if not words:
             return
         self.by_first[words[0]].append((words, key, strong))
         joined = "".join(words)
-        if strong and len(joined) >= 5:
-            self.joined.setdefault(joined, key)
-        if strong and len(words) == 1 and len(joined) >= 6:
-            for i in range(len(joined)):
-                self.fuzzy.setdefault(joined[:i] + joined[i + 1 :], key)
+        if strong and len(joined) >= MIN_GLUED:
+            self.glued.setdefault(joined, key)
+            plain = skeleton(_APOSTROPHES.sub("", name))
+            if plain.isascii():
+                self.plain.setdefault(plain, key)
 
 
 _lock = threading.Lock()
@@ -82,17 +117,26 @@ def _index(registry: BrandRegistry) -> _Index:
         return hit[1]
     idx = _Index()
     for brand in registry.brands.values():
-        # The brand's own name is distinctive unless the registry marks it as an ordinary
-        # word ("TIM", "Three"): then it counts only where context names do.
         strong = [n for n in (brand.name, *brand.names) if n not in brand.context_names]
         for name in strong:
             idx.add(name, brand.key, True)
         for name in brand.context_names:
             idx.add(name, brand.key, False)
-    idx.joined_sizes = sorted({len(n) for n in idx.joined}, reverse=True)
+        for tok in brand.tokens:  # curated distinctive labels ("bathbodyworks")
+            if len(tok) >= MIN_GLUED and tok.isalpha():
+                idx.glued.setdefault(tok.replace("i", "l"), brand.key)
+                idx.plain.setdefault(tok, brand.key)
+    for entries in idx.by_first.values():
+        entries.sort(key=lambda e: -len(e[0]))  # the longest name first: "tim hortons" > "tim"
+    idx.glued_sizes = sorted({len(n) for n in idx.glued}, reverse=True)
+    idx.plain_sizes = sorted({len(n) for n in idx.plain}, reverse=True)
     with _lock:
         _cache[id(registry)] = (registry, idx)
     return idx
+
+
+class _Vote(Protocol):
+    def __call__(self, key: str, place: str, word: str, factor: float = 1.0) -> None: ...
 
 
 @dataclass(slots=True)
@@ -104,108 +148,251 @@ class _Match:
     strong: bool = True  # False for an ambiguous context name ("Chase", "Three")
 
 
-def _scan(idx: _Index, text: str, allow_weak: bool) -> list[_Match]:
-    tokens = words_skeleton(text).split()
+def _scan_tokens(idx: _Index, tokens: list[str], allow_weak: bool) -> list[_Match]:
+    """Brand names as whole-word sequences, longest first and never overlapping."""
     found: list[_Match] = []
-    for i, tok in enumerate(tokens):
-        for words, key, strong in idx.by_first.get(tok, ()):
+    i = 0
+    while i < len(tokens):
+        hit = None
+        for words, key, strong in idx.by_first.get(tokens[i], ()):
             if (strong or allow_weak) and tuple(tokens[i : i + len(words)]) == words:
-                found.append(_Match(key, " ".join(words), i, i + len(words), strong))
-    if idx.cjk and _NONLATIN.search(text):
-        flat = words_skeleton(text).replace(" ", "")
-        found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
+                hit = _Match(key, " ".join(words), i, i + len(words), strong)
+                break
+        if hit is None:
+            i += 1
+            continue
+        found.append(hit)
+        i = hit.end
     return found
 
 
-def _display_claims(idx: _Index, f: Features, lex: Lexicon) -> list[tuple[_Match, float]]:
-    """Display-name matches with the strength each deserves.
+def _scan(idx: _Index, text: str, allow_weak: bool) -> tuple[list[_Match], list[str]]:
+    """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
+    tokens = fold(text).split()
+    found = _scan_tokens(idx, tokens, allow_weak)
+    if idx.cjk and _NONLATIN.search(text):
+        flat = words_skeleton(text).replace(" ", "")
+        found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
+    return found, tokens
 
-    Phishers' display names are the brand plus service words ("Amazon Rewards", "PayPal
-    Security Team"): those are full claims. A display name with other words is usually a person
-    ("Tim Peters") or an organisation writing about the brand ("Lockergnome Windows Daily"):
-    an ambiguous name then is no claim, a distinctive one a weaker claim, and a name beside the
-    sender's own domain name is the newsletter's topic, not its author."""
-    display = f.from_addr.display if f.from_addr else ""
+
+def _glued_in_words(idx: _Index, raw_tokens: list[str]) -> list[_Match]:
+    """A distinctive name spelled across or inside words ("P-a-y-P-a-l", "TMobile",
+    "AmazonPrime"): it must start at a word boundary, and end at one or be followed only by
+    service words ("amazonprime"), so that "Interactive" does not read as "Interac".
+    `raw_tokens` are unfolded (i and l apart), so that service words can be recognised."""
+    raw = "".join(raw_tokens)[: _MAX_NAME_TEXT * 2]
+    joined = raw.replace("i", "l")
+    tokens = raw_tokens
+    starts: dict[int, int] = {}  # offset in joined -> token index
+    ends: set[int] = set()
+    pos = 0
+    for i, tok in enumerate(tokens):
+        starts[pos] = i
+        pos += len(tok)
+        ends.add(pos)
+    for start in sorted(starts):
+        for size in idx.glued_sizes:
+            end = start + size
+            key = idx.glued.get(joined[start:end]) if end <= len(joined) else None
+            if key is None:
+                continue
+            if end in ends or _service_rest(raw, end, ends):
+                return [_Match(key, joined[start:end], 0, 0)]
+    return []
+
+
+def _service_rest(raw: str, end: int, ends: set[int]) -> bool:
+    """The rest of the word after a name is digits or service words ("prime", "rewards")."""
+    stop = min((e for e in ends if e > end), default=len(raw))
+    rest = raw[end:stop]
+    if not rest:
+        return False
+    return len(rest) <= 2 or rest.isdigit() or segment(rest) is not None
+
+
+_MAX_STUTTER_WORD = 40
+
+
+def _doubled(idx: _Index, tokens: list[str]) -> list[_Match]:
+    """A distinctive one-word name with a letter doubled or a double undone ("Amazonn",
+    "Paypall", "Facebok"): the slips a reader's eye passes over. Other one-letter edits are
+    mostly other words and names (Kragen, Hylton), so they are not tried."""
+    for word in tokens:
+        if not MIN_GLUED + 1 <= len(word) <= _MAX_STUTTER_WORD:
+            continue
+        for i in range(1, len(word)):
+            dropped = word[:i] + word[i + 1 :] if word[i] == word[i - 1] else ""
+            added = word[:i] + word[i - 1] + word[i:]
+            for variant in (dropped, added):
+                key = idx.glued.get(variant) if variant else None
+                if key is not None and _one_word(idx, variant):
+                    return [_Match(key, variant, 0, 0)]
+    return []
+
+
+def _one_word(idx: _Index, name: str) -> bool:
+    return any(len(words) == 1 for words, _, strong in idx.by_first.get(name, ()) if strong)
+
+
+def _glued_in_label(idx: _Index, label: str, min_len: int = MIN_GLUED) -> _Match | None:
+    """A distinctive name at the start or the end of an address local part or a domain
+    label, glued to other letters ("walmartnoticescenter", "starbuckskle",
+    "greetingswalmart"). Longest name first."""
+    text = label.lower()[:64]
+    for size in idx.plain_sizes:
+        if size > len(text) or size < min_len:
+            continue
+        for start in {0, len(text) - size}:
+            key = idx.plain.get(text[start : start + size])
+            if key is not None:
+                return _Match(key, text[start : start + size], 0, 0)
+    return None
+
+
+# --------------------------------------------------------------------------- the display name
+
+
+_service_cache: dict[int, tuple[Lexicon, frozenset[str]]] = {}
+
+
+def _service_words(lex: Lexicon) -> frozenset[str]:
+    """Words that speak for a sender ("team", "support", "Prämien"), in the folded form."""
+    hit = _service_cache.get(id(lex))
+    if hit is not None and hit[0] is lex:
+        return hit[1]
+    words = frozenset(
+        w.replace("i", "l")
+        for w in (*lex.generic_author, *lex.cues_after, *lex.cues_before, *lex.lure_words)
+    )
+    _service_cache[id(lex)] = (lex, words)
+    return words
+
+
+def _display_claims(idx: _Index, f: Features, lex: Lexicon) -> list[tuple[_Match, float]]:
+    """Display-name matches with the strength each deserves."""
+    display = (f.from_addr.display if f.from_addr else "")[:_MAX_NAME_TEXT]
+    # "X via SurveyMonkey", "X (via Google Docs)": the platform relays, X is who speaks.
+    display, via = _split_via(display)
     if not display.strip():
         return []
-    words = words_skeleton(display).split()
-    own = _own_label(f)
+    raw_tokens = words_skeleton(_APOSTROPHES.sub("", display)).split()
+    tokens = [t.replace("i", "l") for t in raw_tokens]
+    matches = _scan_tokens(idx, tokens, allow_weak=True)
+    if not matches and tokens:
+        matches = _glued_in_words(idx, raw_tokens) or _doubled(idx, tokens)
+        if matches:  # a name spelled out, glued on or stuttered: a trick, not a person's name
+            return [(matches[0], 1.0)]
+    if not matches:
+        cjk, _ = _scan(idx, display, allow_weak=False)
+        return [(m, 1.0) for m in cjk]
+    covered = {i for m in matches for i in range(m.start, m.end)}
+    rest = [t for i, t in enumerate(tokens) if i not in covered]
+    service = _service_words(lex)
+    unknown = [w for w in rest if w not in service and not w.isdigit() and len(w) > 1]
+    own = "" if via else _own_label(f)
     out = []
-    for m in _display_matches(idx, display):
-        brand_words = set(m.name.split())
-        rest = [
-            w
-            for w in words
-            if w not in brand_words and w not in lex.generic_author and w not in lex.cues_after
-        ]
-        if not rest:
-            out.append((m, 1.0))
-        elif own and own in rest:
+    for m in matches:
+        if own and any(own == w or (len(w) >= 4 and w in own) for w in unknown):
+            continue  # the sender's own organisation, writing about the brand
+        if not m.strong:
+            # An ordinary word is a claim beside service words, or as "<someone> from
+            # <Brand>"; alone it is a claim unless the mailbox is a person's (tim.od@...).
+            spoken_for = m.start > 0 and tokens[m.start - 1] in _FROM_WORDS
+            if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
+                out.append((m, _WEAK_STRENGTH))
             continue
-        elif m.strong:
-            out.append((m, 0.5))
+        if unknown and m.end - m.start == 1 and _person(display, unknown, f):
+            continue
+        out.append((m, 1.0 if not unknown else _DISPLAY_STRENGTH_UNKNOWN_WORDS))
     return out
+
+
+_VIA = re.compile(r"\s*\(?\s*\b(?:via|über|par|por|através de|tramite)\s+[^()]*\)?\s*$", re.I)
+
+
+def _split_via(display: str) -> tuple[str, bool]:
+    m = _VIA.search(display)
+    if m is None or m.start() == 0:
+        return display, False
+    return display[: m.start()], True
+
+
+_FROM_WORDS = frozenset({"from", "von", "de", "da", "do", "van", "di", "del", "od", "z"})
+
+
+def _own_mailbox(name: str, f: Features) -> bool:
+    """The mailbox is named after this word plus more letters ("Tim" <timod@...>,
+    "Chase" <chase.miller@...>): a person's first name, not a brand."""
+    local = (f.from_addr.local if f.from_addr else "").lower().replace("i", "l")
+    word = name.replace(" ", "")
+    return (local.startswith(word) and len(local) > len(word) and local[len(word)].isalpha()) or (
+        local.startswith(word + ".") and len(local) > len(word) + 2
+    )
+
+
+def _person(display: str, unknown: list[str], f: Features) -> bool:
+    """A person's name beside the brand word: "Damien Morton" <damien.morton@...>.
+
+    Structural test: the other words are few, written as names (capitalised letters), and the
+    mailbox is named after one of them, as personal mailboxes are."""
+    if len(unknown) > 4:
+        return False
+    raw_words = [w for w in re.split(r"[\s,]+", display) if w]
+    if not raw_words or not all(
+        w[:1].isupper() and w.replace(".", "").isalpha() for w in raw_words
+    ):
+        return False
+    local = fold(f.from_addr.local if f.from_addr else "").replace(" ", "")
+    if any(len(w) >= 3 and w in local for w in unknown):
+        return True
+    # Initials: "Felipe Soberon Vargas Prada" <fso@...>, "Jane Q. Doe" <jqd@...>.
+    initials = "".join(w[0] for w in fold(display).split())
+    return 2 <= len(local) <= len(initials) and initials.startswith(local)
 
 
 def _names_itself(f: Features) -> bool:
     """The display name is the sender's own organisation ("WinXPnews" from winxpnews.com):
     the author is known, so brands in its subject are its topics."""
     own = _own_label(f)
-    return bool(own) and own in skeleton(f.display_norm)
+    return bool(own) and own in fold_joined(f.display_norm)
 
 
 def _own_label(f: Features) -> str:
     """The sender's own organisation name, from its registrable domain ("lockergnome")."""
     reg = f.from_addr.registrable if f.from_addr else ""
     label = reg.split(".", 1)[0] if reg else ""
-    return words_skeleton(label) if len(label) >= 4 else ""
+    return fold_joined(label) if len(label) >= 4 else ""
 
 
-def _display_matches(idx: _Index, display: str) -> list[_Match]:
-    """The display name is where a claim is plainest, and where obfuscation is most common:
-    "P-a-y-P-a-l", "Amaz0n", "PayPaI Service" all count."""
-    found = _scan(idx, display, allow_weak=True)
-    if found:
-        return found
-    joined = skeleton(display)
-    # Every substring of the (short) display name of a length some name has: a few hundred
-    # dict lookups instead of a scan over every brand name.
-    for size in idx.joined_sizes:
-        for start in range(len(joined) - size + 1):
-            key = idx.joined.get(joined[start : start + size])
-            if key is not None:
-                return [_Match(key, joined[start : start + size], 0, 0)]
-    for word in words_skeleton(display).split():
-        if len(word) >= 6:
-            key = idx.fuzzy.get(word) or next(
-                (idx.fuzzy[v] for v in _deletions(word) if v in idx.fuzzy), None
-            )
-            if key is not None:
-                return [_Match(key, word, 0, 0)]
-    return []
+# --------------------------------------------------------------------------- other places
 
 
-def _deletions(word: str) -> list[str]:
-    return [word[:i] + word[i + 1 :] for i in range(len(word))]
-
-
-def _with_cue(text: str, matches: list[_Match], lex: Lexicon) -> list[_Match]:
+def _with_cue(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_Match]:
     """Keep the matches that speak as the brand ("your PayPal account", "Amazon Security",
-    "Visa Gift Card"). Matches without token positions (names in CJK scripts, which have no
-    word breaks) stay."""
-    tokens = words_skeleton(text).split()
+    "Visa Gift Card", "Walmart: ..." at the start). Matches without token positions (names in
+    CJK scripts, which have no word breaks) stay."""
+    before_cues, after_cues = _cues(lex)
     out = []
     for m in matches:
-        before = set(tokens[max(0, m.start - 2) : m.start])
-        after = tokens[m.end] if m.end < len(tokens) else ""
-        if (
-            before & lex.cues_before
-            or after in lex.cues_after
-            or after in lex.lure_words
-            or m.start == m.end == 0
-        ):
+        before = set(tokens[max(0, m.start - 3) : m.start])
+        after = set(tokens[m.end : m.end + 2])
+        if before & before_cues or after & after_cues or m.start == m.end == 0:
             out.append(m)
     return out
+
+
+_cue_cache: dict[int, tuple[Lexicon, frozenset[str], frozenset[str]]] = {}
+
+
+def _cues(lex: Lexicon) -> tuple[frozenset[str], frozenset[str]]:
+    """The cue words in the folded form, computed once per lexicon."""
+    hit = _cue_cache.get(id(lex))
+    if hit is None or hit[0] is not lex:
+        before = frozenset(c.replace("i", "l") for c in lex.cues_before)
+        after = frozenset(c.replace("i", "l") for c in lex.cues_after | lex.lure_words)
+        hit = _cue_cache[id(lex)] = (lex, before, after)
+    return hit[1], hit[2]
 
 
 def _generic_author(f: Features, lex: Lexicon) -> bool:
@@ -213,17 +400,35 @@ def _generic_author(f: Features, lex: Lexicon) -> bool:
     return not words or all(w in lex.generic_author for w in words)
 
 
-def _local_matches(idx: _Index, local: str) -> list[_Match]:
-    # "paypal.support.team", "amazon-rewards2024": split on separators and digits.
-    parts = re.split(r"[^a-z]+", local.lower())
-    return [m for m in _scan(idx, " ".join(p for p in parts if p), False) if len(m.name) >= 4]
+def _local_matches(idx: _Index, local: str) -> list[tuple[_Match, float]]:
+    # "paypal.support.team", "amazon-rewards2024": split on separators and digits; then a
+    # distinctive name glued to other letters ("walmartnoticescenter").
+    parts = [p for p in re.split(r"[^a-z]+", local.lower()[:64]) if p]
+    whole = len(parts) == 1  # the mailbox is the name itself ("dpd@...", "ups@...")
+    found = [
+        (m, 1.0)
+        for m in _scan_tokens(idx, [fold(p) for p in parts], allow_weak=False)
+        if len(m.name) >= 4 or whole
+    ]
+    if found:
+        return found
+    for part in parts:
+        glued = _glued_in_label(idx, part)
+        if glued is None:
+            continue
+        rest = part.replace(glued.name, "", 1)
+        # A short name must be followed or led by service words ("lowesupdate"); a long
+        # one stands out whatever is glued to it ("walmartnoticescenter", "starbuckskle").
+        if len(glued.name) > MIN_GLUED or not rest or segment(rest) is not None:
+            return [(glued, 0.875)]
+    return []
 
 
 def _link_text_matches(f: Features, ctx: Context) -> list[tuple[str, str]]:
     """Link texts that display a brand's own URL ("www.paypal.com") while pointing elsewhere."""
     out = []
     for link in f.links:
-        shown = (link.shown or "").lower()
+        shown = (link.shown or "").lower()[:200]
         if not shown or not _URLISH.search(shown):
             continue
         for word in re.findall(r"[a-z0-9.-]+\.[a-z]{2,}", shown):
@@ -249,50 +454,83 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     for m, factor in _display_claims(idx, f, lex):
         vote(m.key, "display-name", m.name, factor)
     if f.from_addr and f.from_addr.local:
-        for m in _local_matches(idx, f.from_addr.local):
-            vote(m.key, "from-local-part", m.name)
-    domain_brand = _domain_claim(f, ctx)
+        for m, factor in _local_matches(idx, f.from_addr.local):
+            vote(m.key, "from-local-part", m.name, factor)
+    domain_brand = _domain_claim(f, ctx, idx)
     if domain_brand:
-        vote(domain_brand[0], "from-domain", domain_brand[1])
-    # The subject speaks for the author when it talks about "your" brand account or a brand's
-    # gift card, or when the author is left vague. Where the author is named, the opening
-    # lines, images and link texts speak about things; where it is vague, they speak for it.
-    vague = _generic_author(f, lex)
-    subject_hits = [] if _names_itself(f) else _scan(idx, f.subject, allow_weak=True)
-    cued = _with_cue(f.subject, subject_hits, lex)
-    for m in subject_hits:
-        if m in cued or (vague and m.strong):
-            vote(m.key, "subject", m.name)
-    if vague:
-        head = f.body[:_BODY_HEAD]
-        for m in _with_cue(head, _scan(idx, head, allow_weak=False), lex):
-            vote(m.key, "body", m.name)
-        for alt in f.image_alts[:20]:
-            for m in _scan(idx, alt, allow_weak=False):
-                vote(m.key, "img-alt", m.name)
-        for key, word in _link_text_matches(f, ctx):
-            vote(key, "link-text", word)
+        vote(domain_brand[0], "from-domain", domain_brand[1], domain_brand[2])
+    _mentions(f, ctx, idx, vote)
     if not votes:
         return None
     return _best(votes, matched, ctx.registry, f)
 
 
-def _domain_claim(f: Features, ctx: Context) -> tuple[str, str] | None:
-    """An address at a brand's own domain, or at one imitating it, claims that brand.
+def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
+    """The subject, the opening lines, the logo and link texts. They speak for the author
+    when they address the reader as the brand's customer ("your PayPal account") or when
+    the author is left vague. Where the author is known (an organisation named after its own
+    domain, a person writing from a mailbox named after them, a mailing list), brands in these
+    places are its topics."""
+    lex = ctx.lexicon
+    if _names_itself(f):
+        for key, word in _link_text_matches(f, ctx):
+            vote(key, "link-text", word)
+        return
+    vague = _generic_author(f, lex)
+    display = f.from_addr.display if f.from_addr else ""
+    personal = bool(display) and _person(display, fold(display).split(), f)
+    subject = f.subject[:_MAX_NAME_TEXT]
+    hits, tokens = _scan(idx, subject, allow_weak=True)
+    cued = _with_cue(tokens, hits, lex)
+    for m in hits:
+        if m in cued or (m.strong and vague):
+            vote(m.key, "subject", m.name)
+    for key, word in _link_text_matches(f, ctx):
+        vote(key, "link-text", word)
+    if personal or f.mailing_list:
+        return
+    head = f.body[:_BODY_HEAD]
+    hits, tokens = _scan(idx, head, allow_weak=False)
+    for m in _with_cue(tokens, hits, lex) if hits else ():
+        vote(m.key, "body", m.name, 1.25 if vague else 1.0)
+    for alt in f.image_alts[:_MAX_ALTS]:
+        words = fold(alt).split()
+        for m in _scan_tokens(idx, words, allow_weak=False):
+            if len(words) <= len(m.name.split()) + 2:  # a logo's alt, not a caption
+                vote(m.key, "img-alt", m.name)
 
-    Not so for freemail (anyone can have an address there), nor for mailing-list traffic,
-    where the address is a person at the company talking about other things."""
-    if f.from_addr is None or not f.from_addr.domain or f.mailing_list:
+
+def _domain_claim(f: Features, ctx: Context, idx: _Index) -> tuple[str, str, float] | None:
+    """An address at a brand's own domain, at one imitating it, or at one with a brand's
+    distinctive name glued into it, claims that brand.
+
+    Not so for freemail (anyone can have an address there), for a vendor's shared domain, nor
+    for mailing-list traffic, where the address is a person talking about other things."""
+    addr = f.from_addr
+    if addr is None or not addr.domain or f.mailing_list:
         return None
-    if f.from_addr.registrable in ctx.lists.freemail or f.from_addr.domain in ctx.lists.freemail:
+    if addr.registrable in ctx.lists.freemail or addr.domain in ctx.lists.freemail:
         return None
-    own = ctx.registry.sender_brand(f.from_addr.domain)
+    if ctx.registry.esp_of(addr.domain) is not None or addr.registrable in ctx.lists.esp_domains:
+        return None
+    own = ctx.registry.sender_brand(addr.domain)
     if own:
-        return own
-    imitation = classify(f.from_addr.domain, ctx.registry)
-    if imitation is not None and not imitation.weak:
-        return imitation.brand, f.from_addr.domain
+        return own[0], own[1], 1.0
+    imitation = classify(addr.domain, ctx.registry)
+    if imitation is not None and (not imitation.weak or _country(imitation)):
+        return imitation.brand, addr.domain, 1.0
+    label = addr.registrable.split(".", 1)[0]
+    glued = _glued_in_label(idx, label, MIN_GLUED + 1)
+    if glued is not None and _LETTERS.fullmatch(label.replace("-", "")):
+        return glued.key, addr.registrable, 0.85
     return None
+
+
+def _country(im: Imitation) -> bool:
+    """The brand's own name under another country's domain (netflix.de for netflix.com):
+    brands register their name in the countries they serve, so this speaks as the brand,
+    and authentication, not the name, decides whether it is really theirs."""
+    return im.technique == "tld-swap" and im.weak
 
 
 def _best(

@@ -23,6 +23,7 @@ MAX_ADDRESSES = 50  # per header: a Reply-To with thousands of entries is noise,
 MAX_ADDRESS_CHARS = 32 * 1024  # of one address header read character by character
 
 _COMMENT = re.compile(r"\(([^()]*)\)")
+_QUOTED_ONLY = re.compile(r'\s*"[^"]*"\s*')
 _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 # Same result as _SPACES.sub(" ", ...) but matches only where something changes: runs of two
@@ -64,7 +65,9 @@ def _split_addresses(value: str) -> list[str]:
     carry = ""
     for piece in pieces:
         piece = carry + ("," if carry else "") + piece
-        if "@" not in piece and "<" not in piece:
+        # A piece without an address, or only a quoted string ("Parkside@Lidl.de", <x@y>):
+        # a display name that a stray comma cut from its address.
+        if ("@" not in piece and "<" not in piece) or _QUOTED_ONLY.fullmatch(piece):
             carry = piece
             continue
         carry = ""

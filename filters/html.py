@@ -38,10 +38,9 @@ _BLOCK = frozenset(
         "th", "thead", "tr", "ul",
     }
 )  # fmt: skip
-_HIDDEN_STYLE = re.compile(
-    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!)",
-    re.IGNORECASE,
-)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+_ZERO_FONT = re.compile(r"font-size\s*:\s*0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!)", re.IGNORECASE)
+_SETS_FONT = re.compile(r"font-size\s*:\s*(?!0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!))", re.I)
 _LINK_TAGS = frozenset({"a", "img", "area", "form", "base", "meta"})
 # What each tag means to the element-by-element walk, as bit flags: one dict lookup each.
 _MUTE_SUBTREE, _NO_TEXT_ROLE, _LINK_ROLE, _BLOCK_ROLE = 1, 2, 4, 8
@@ -144,12 +143,37 @@ def _text(el: lxml.etree._Element, with_tail: bool) -> str:
 
 def _hidden_elements(root: lxml.etree._Element) -> list[lxml.etree._Element]:
     """Elements hidden by a `hidden` attribute or a hiding style. Attribute values come from
-    XPath as strings that know their element: only the hidden ones cost an element object."""
+    XPath as strings that know their element: only the hidden ones cost an element object.
+
+    `font-size: 0` hides only what does not set a size of its own: mail templates put it on
+    table cells to close the gaps between images and buttons whose links and text are shown
+    at their own size. Such a cell hides its subtree only when nothing inside resizes."""
     found = []
+    zero: list[lxml.etree._Element] = []
+    sized: list[lxml.etree._Element] = []
     for value in _STYLE_OR_HIDDEN(root):
         if value.attrname == "hidden" or _HIDDEN_STYLE.search(value):
             found.append(value.getparent())
+        elif _ZERO_FONT.search(value):
+            zero.append(value.getparent())
+        elif _SETS_FONT.search(value):
+            sized.append(value.getparent())
+    if zero:
+        resized = _ancestors_of(sized)
+        found.extend(el for el in zero if el not in resized)
     return found
+
+
+def _ancestors_of(elements: list[lxml.etree._Element]) -> set[lxml.etree._Element]:
+    """Every ancestor of the given elements; each walk stops where an earlier one passed, so
+    the cost is linear in the tree, however deep."""
+    seen: set[lxml.etree._Element] = set()
+    for el in elements:
+        parent = el.getparent()
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            parent = parent.getparent()
+    return seen
 
 
 def _is_block(el: lxml.etree._Element) -> bool:

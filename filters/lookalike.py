@@ -589,3 +589,13 @@ def index_for(registry: BrandRegistry) -> LookalikeIndex:
 def classify(host: str, registry: BrandRegistry) -> Imitation | None:
     """How `host` imitates a brand of `registry`, or None when it does not."""
     return index_for(registry).classify(host)
+
+
+def country_site(host: str, brand: str, registry: BrandRegistry) -> str | None:
+    """The brand domain whose name `host` carries under a country code or legacy suffix
+    (netflix.de for netflix.com), when the brand is `brand`: most likely the brand's own
+    site, which the registry cannot list in full. Authentication, not the name, decides."""
+    im = classify(host, registry)
+    if im is not None and im.brand == brand and im.technique == "tld-swap" and im.weak:
+        return im.imitated
+    return None

@@ -1,12 +1,46 @@
-"""Findings -> score -> verdict. Weights, group caps and thresholds all come from config."""
+"""Findings -> score -> verdict. Weights, combinations, group caps and thresholds come from config.
+
+A score is a sum of factor x weight. Where two pieces of evidence mean more together than apart
+(a brand claim *and* links that leave the brand), the combination is a finding of its own
+(`[combos]` in config), with its own learned weight, rather than a hand-set cap or bonus: the
+explanation then shows it like any other rule.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Mapping
 
 from config.loader import Config
 from filters.checks import RULE_DESCRIPTIONS
 from filters.types import Finding, ScoredFinding
+
+
+def combine(
+    findings: tuple[Finding, ...], combos: Mapping[str, tuple[str, ...]]
+) -> tuple[Finding, ...]:
+    """The findings plus one finding per combination whose rules all fired, with the product
+    of their factors (each rule counted once, at its strongest)."""
+    if not combos or not findings:
+        return findings
+    best: dict[str, Finding] = {}
+    for f in findings:
+        if f.rule not in best or f.factor > best[f.rule].factor:
+            best[f.rule] = f
+    extra = []
+    for name, parts in combos.items():
+        if all(p in best for p in parts):
+            factor = math.prod(best[p].factor for p in parts)
+            evidence = tuple(f"{p}: {best[p].evidence[0]}" for p in parts if best[p].evidence)
+            extra.append(Finding(name, evidence, factor=round(factor, 4)))
+    return (*findings, *extra)
+
+
+def describe(rule: str, combos: Mapping[str, tuple[str, ...]]) -> str:
+    if rule in combos:
+        return "Together: " + " + ".join(combos[rule])
+    return RULE_DESCRIPTIONS.get(rule, rule)
 
 
 def score(
@@ -16,38 +50,44 @@ def score(
 
     A capped group scales its findings down proportionally, so that every finding still shows
     the share it really contributed. Without a brand claim, positive scores outside the
-    exempt groups are scaled by `scoring.unclaimed_factor`: on their own, shorteners, lure
-    words and odd links are the everyday stuff of newsletters, not brand misuse."""
-    raw: list[tuple[Finding, str, float]] = []
-    for finding in findings:
+    exempt groups are scaled by `scoring.unclaimed_factor` (1.0 in the shipped, learned
+    weights: the checks already say how much a signal is worth without a claim)."""
+    raw: list[tuple[Finding, str, float, float]] = []
+    for finding in combine(findings, cfg.combos):
         rw = cfg.rules.get(finding.rule)
         if rw is None:  # a rule without a weight is a config error caught by check-config
             continue
         s = finding.factor * rw.weight
         if not claimed and s > 0 and rw.group not in cfg.scoring.unclaimed_exempt:
             s *= cfg.scoring.unclaimed_factor
-        raw.append((finding, rw.group, s))
+        raw.append((finding, rw.group, s, rw.weight))
     totals: dict[str, float] = defaultdict(float)
-    for _, group, s in raw:
+    for _, group, s, _w in raw:
         if s > 0:
             totals[group] += s
-    scale = {
-        g: (cfg.groups[g] / t if cfg.groups.get(g) is not None and t > cfg.groups[g] else 1.0)
-        for g, t in totals.items()
-    }
+    scale = {g: _cap_scale(cfg.groups.get(g), t) for g, t in totals.items()}
     scored = tuple(
         ScoredFinding(
             rule=f.rule,
             group=group,
             score=round(s * scale.get(group, 1.0) if s > 0 else s, 2),
             evidence=f.evidence,
-            description=RULE_DESCRIPTIONS.get(f.rule, f.rule),
+            description=describe(f.rule, cfg.combos),
+            factor=round(f.factor, 3),
+            weight=w,
+            capped=s > 0 and scale.get(group, 1.0) < 1.0,
         )
-        for f, group, s in raw
+        for f, group, s, w in raw
         if s != 0
     )
     ordered = tuple(sorted(scored, key=lambda x: -abs(x.score)))
     return round(sum(x.score for x in ordered), 2), ordered
+
+
+def _cap_scale(cap: float | None, total: float) -> float:
+    if cap is None or math.isinf(cap) or total <= cap:
+        return 1.0
+    return cap / total
 
 
 def decide(total: float, thresholds: dict[str, float]) -> str:

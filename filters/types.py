@@ -159,6 +159,9 @@ class ScoredFinding:
     score: float  # after weight and group cap
     evidence: tuple[str, ...]
     description: str
+    factor: float = 1.0  # the finding's factor; score = factor x weight (x cap share)
+    weight: float = 0.0  # the configured weight of the rule
+    capped: bool = False  # the group cap cut this finding's share
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,8 @@ class Verdict:
                     "rule": f.rule,
                     "group": f.group,
                     "score": round(f.score, 2),
+                    "factor": f.factor,
+                    "weight": f.weight,
                     "evidence": list(f.evidence),
                 }
                 for f in self.findings

@@ -114,8 +114,20 @@ def _param_pattern(params: frozenset[str]) -> re.Pattern[str]:
     return re.compile(rf"(?:^|[&;])(?:{names})=", re.IGNORECASE)
 
 
+# AMP caches and viewers serve another site's page under their own host, the target in the path
+# (google.com/amp/s/evil.example/..., ampproject.org/c/s/evil.example/...): an open redirect.
+_AMP_PATH = re.compile(
+    r"^https?://[^/?#]+/amp/(?:s/)?([a-z0-9-]+(?:\.[a-z0-9-]+)*\.([a-z]{2,24}))(?=[/?#]|$)", re.I
+)
+_FILE_ENDINGS = frozenset({"html", "htm", "php", "asp", "aspx", "jsp", "js", "css", "json"})
+
+
 def _redirect(url: str, params: frozenset[str], depth: int = 0) -> str | None:
-    """The http(s) target carried by a redirect parameter (innermost of two levels)."""
+    """The http(s) target carried by a redirect parameter (innermost of two levels), or by
+    an AMP-style path."""
+    amp = _AMP_PATH.match(url[:2048])
+    if amp is not None and amp.group(2).lower() not in _FILE_ENDINGS:
+        return f"https://{amp.group(1)}/"
     if not params or "?" not in url:
         return None
     query = url.split("?", 1)[1].split("#", 1)[0]

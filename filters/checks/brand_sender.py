@@ -5,23 +5,34 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from filters.checks._common import auth_failed, brand_authenticated
-from filters.claim import PLACE_NAMES
+from filters.claim import AUTHOR_PLACES, PLACE_NAMES
 from filters.context import Context
 from filters.domains import registrable
+from filters.lookalike import country_site
 from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import BrandClaim, Features, Finding
 
 RULES = {
     "BRAND_SENDER_UNVERIFIED": "Claims a brand, but the From domain is not one of the brand's",
+    "BRAND_MENTION_UNVERIFIED": "Speaks as a brand in the subject or body only, from a domain "
+    "that is not the brand's",
+    "BRAND_SENDER_VENDOR": "Claims a brand and sends through a vendor the brand is known to use",
     "BRAND_FREEMAIL_SENDER": "Claims a brand while sending from a freemail mailbox",
     "BRAND_DOMAIN_SPOOF": "Uses the brand's own From domain, but trusted authentication failed",
     "BRAND_DOMAIN_UNAUTHENTICATED": "Uses the brand's own From domain with nothing from the brand "
     "vouching for it",
+    "BRAND_DOMAIN_FORGED": "Uses the brand's own From domain, but another domain signed it or "
+    "takes its bounces",
+    "NO_BRAND_CLAIM": "Speaks as no known brand (lowers the score: brandgate judges brand "
+    "misuse, not mail in general)",
 }
 
 
 def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
-    if claim is None or f.from_addr is None:
+    if claim is None:
+        yield Finding("NO_BRAND_CLAIM", ("the message does not present itself as a known brand",))
+        return
+    if f.from_addr is None:
         return
     reg = ctx.registry
     brand = reg.brands[claim.brand]
@@ -30,6 +41,9 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     if brand_authenticated(f, brand, reg):
         return
     entry = reg.may_send(brand, f.from_addr.domain) if f.from_addr.domain else None
+    if entry is None and f.from_addr.domain:
+        site = country_site(f.from_addr.domain, brand.key, reg)
+        entry = f"{site}, under a country suffix" if site else None
     if entry:
         failed = auth_failed(f, f.from_addr.domain)
         if failed:
@@ -40,8 +54,17 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         else:
             yield from _unvouched(f, brand, reg, ctx.lists)
         return
+    vendor = reg.uses_esp(brand, f.from_addr.domain) if f.from_addr.domain else None
+    if vendor is not None:
+        yield Finding(
+            "BRAND_SENDER_VENDOR",
+            (f"{brand.name} mails through {vendor.name}; sent from {domain}",),
+            factor=claim.strength,
+        )
+        return
+    authored = any(w in AUTHOR_PLACES for w in claim.where)
     yield Finding(
-        "BRAND_SENDER_UNVERIFIED",
+        "BRAND_SENDER_UNVERIFIED" if authored else "BRAND_MENTION_UNVERIFIED",
         (
             f"claims to be {brand.name} in {where} ({', '.join(claim.matched[:3])})",
             f"sent from {domain}, which is not among {brand.name}'s sender domains",
@@ -69,19 +92,36 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> I
     if any(reg.may_send(brand, d) for d in signers):
         return
     rp = f.return_path
-    foreign_rp = bool(rp and rp.domain and not reg.may_send(brand, rp.domain))
-    strangers = [d for d in signers if registrable(d) not in lists.esp_domains]
-    if foreign_rp and rp is not None and rp.registrable in lists.esp_domains:
-        foreign_rp = False
+    evidence = [f"From {f.from_addr.address} uses {brand.name}'s domain"]
     if f.mailing_list:
         # A list re-signs and takes the bounces: neither says anything about the author.
-        signers, strangers, foreign_rp = [], [], False
-    evidence = [f"From {f.from_addr.address} uses {brand.name}'s domain"]
-    if signers:
-        evidence.append(f"signed only by {', '.join(dict.fromkeys(signers))}")
-    else:
-        evidence.append(f"no DKIM signature of a {brand.name} domain")
+        evidence.append("relayed by a mailing list, which re-signs and takes the bounces")
+        yield Finding("BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=0.5)
+        return
+    strangers = [d for d in signers if not _infrastructure(d, brand, reg, lists)]
+    foreign_rp = bool(
+        rp
+        and rp.domain
+        and not reg.may_send(brand, rp.domain)
+        and not _infrastructure(rp.domain, brand, reg, lists)
+    )
+    if strangers:
+        evidence.append(f"signed only by {', '.join(dict.fromkeys(strangers))}")
     if foreign_rp and rp is not None:
         evidence.append(f"envelope sender {rp.domain} is not a {brand.name} domain")
-    factor = 1.0 if strangers or foreign_rp else 0.5
-    yield Finding("BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=factor)
+    if strangers or foreign_rp:
+        yield Finding("BRAND_DOMAIN_FORGED", tuple(evidence))
+        return
+    if signers:
+        evidence.append(f"signed only by the vendor {', '.join(dict.fromkeys(signers))}")
+    else:
+        evidence.append(f"no DKIM signature of a {brand.name} domain")
+    vendor_only = bool(signers) and all(reg.uses_esp(brand, d) for d in signers)
+    yield Finding(
+        "BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=0.5 if vendor_only else 1.0
+    )
+
+
+def _infrastructure(domain: str, brand: Brand, reg: BrandRegistry, lists: Lists) -> bool:
+    """An ESP's or vendor's domain: it signs and bounces for all its customers, brands too."""
+    return registrable(domain) in lists.esp_domains or reg.esp_of(domain) is not None

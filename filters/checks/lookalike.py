@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from filters.checks._common import CTA_PLACES, brand_authenticated
 from filters.context import Context
 from filters.domains import registrable, to_unicode
-from filters.lookalike import Imitation, classify
+from filters.lookalike import Imitation, classify, country_site
 from filters.types import BrandClaim, Features, Finding
 
 RULES = {
@@ -57,6 +57,8 @@ def _hit(
     im = classify(host, ctx.registry)
     if im is None:
         return None
+    if claim is not None and im.brand == claim.brand and country_site(host, im.brand, ctx.registry):
+        return None  # the claimed brand's own name under a country suffix: its site
     if im.weak:
         # A bare token as a subdomain label is a tenant name on SaaS and ESP hosts and a
         # section name on news sites, a swap to .net or a country code often the brand's own
