@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "gateway.cmd_scan",  # scan PATH...
     "gateway.cmd_explain",  # explain FILE, check-config, rules
     "gateway.cmd_replay",  # replay PATH... --labels
+    "gateway.cmd_tune",  # tune PATH... --labels (learn weights and thresholds)
     "gateway.cmd_serve",  # serve
     "gateway.cmd_quarantine",  # quarantine list|show|release|delete|purge
 )

@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config(p)
     add_trusted_authserv(p)
+    from gateway.cmd_tune import add_fit_options
+
+    add_fit_options(p)
     p.add_argument("--compare-config", metavar="DIR", help="second config to diff verdicts with")
     p.add_argument(
         "--target-fpr",
@@ -192,12 +195,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "unreadable": scanner.stats.errors,
         "truncated": scanner.stats.oversize,
     }
+    if args.cv and not outcome.interrupted:
+        doc["cv"] = _cross_validated(args, options)
     status = write_outputs(doc, args.report, args.json)
     # With --json -, stdout carries the JSON alone.
     print_summary(doc, sys.stderr if args.json == "-" else sys.stdout)
     if outcome.interrupted:
         return 130
     return status
+
+
+def _cross_validated(args: argparse.Namespace, options: replay.Options) -> dict[str, Any]:
+    """`--cv K`: every fold scored by weights and thresholds learned without it (the tune
+    extra), beside the figures of the configured weights above."""
+    from gateway import tune
+    from gateway.cmd_tune import fit_options, print_tuning, tuning
+
+    cfg = load_config(args.config)
+    meta = getattr(options.labeller, "meta", lambda _s: ("", ""))
+    samples = tune.collect(
+        args.paths,
+        options.labeller,
+        meta,
+        config_path=args.config,
+        trusted_authserv=args.trusted_authserv,
+        jobs=args.jobs,
+        max_bytes=cfg.limits.max_message_bytes,
+    )
+    opt = fit_options(args, options.policy.positive, options.policy.negative)
+    doc = tuning(samples, tune.Prior.of(load_config(args.config, learned=False)), opt, args.cv)
+    doc.pop("_model")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    out.write("cross-validated (weights learned per fold, as `brandgate tune` does):\n")
+    print_tuning(doc, out)
+    # The cross-validated figures first, then the fit on everything they are compared with.
+    return {**doc["cv"], "fit": doc["fit"], "overfit": doc["overfit"], "learned": doc["learned"]}
 
 
 def write_outputs(doc: dict[str, Any], report: str | None, json_path: str | None) -> int:

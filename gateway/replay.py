@@ -109,6 +109,8 @@ class CsvLabels:
     def __init__(self, csv_path: Path | str) -> None:
         self.path = Path(csv_path)
         self._labels: dict[str, str] = {}
+        # Optional columns kept for per-source and per-brand figures (tune, replay --cv).
+        self._meta: dict[str, tuple[str, str]] = {}
         base = self.path.resolve().parent
         try:
             with self.path.open(newline="", encoding="utf-8-sig") as fh:
@@ -123,19 +125,29 @@ class CsvLabels:
                         continue
                     file, num = split_source(rel)
                     key = _resolved(str(base / file))
-                    self._labels[key if num is None else f"{key}#{num}"] = _norm_label(label)
+                    key = key if num is None else f"{key}#{num}"
+                    self._labels[key] = _norm_label(label)
+                    brand, origin = (row.get("brand") or "").strip(), (row.get("source") or "")
+                    if brand or origin:
+                        self._meta[key] = (brand, origin.split("@", 1)[0].strip())
         except OSError as exc:
             raise LabelError(f"{self.path}: {exc.strerror or exc}") from exc
 
     def __len__(self) -> int:
         return len(self._labels)
 
-    def __call__(self, source: str) -> str | None:
+    def _key(self, source: str) -> str:
         file, num = split_source(source)
         key = _resolved(file)
-        if num is not None and (hit := self._labels.get(f"{key}#{num}")) is not None:
-            return hit
-        return self._labels.get(key)
+        return f"{key}#{num}" if num is not None and f"{key}#{num}" in self._labels else key
+
+    def __call__(self, source: str) -> str | None:
+        return self._labels.get(self._key(source))
+
+    def meta(self, source: str) -> tuple[str, str]:
+        """(brand, origin) from the optional `brand` and `source` columns ("" when absent);
+        the origin is the part before any "@commit"."""
+        return self._meta.get(self._key(source), ("", ""))
 
 
 class FolderLabels:

@@ -10,7 +10,7 @@ stamp="$VENV/.brandgate-installed"
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  if ! "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >"$VENV/pip.log" 2>&1; then
+  if ! "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,tune]" >"$VENV/pip.log" 2>&1; then
     cat "$VENV/pip.log" >&2
     exit 1
   fi
