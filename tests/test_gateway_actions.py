@@ -20,7 +20,7 @@ VERDICT = Verdict(
     findings=(ScoredFinding("BRAND_SENDER_UNVERIFIED", "claim", 5.25, ("gmail.com",), "d"),),
     summary="Claims to be Amazon in the display name; links go to deals.example.",
 )
-BANNER = b"claims to be Amazon but was not sent by Amazon"
+BANNER = b"presents itself as Amazon, but brandgate could not confirm"
 
 
 def _multipart(text_cte: str, html_cte: str) -> bytes:
@@ -75,8 +75,8 @@ def test_banner_goes_atop_text_and_html_once_and_the_rest_is_untouched(
     html = msg.get_body(("html",))
     assert plain is not None and html is not None
     text, markup = plain.get_content(), html.get_content()
-    assert text.startswith("[brandgate] Warning: This message claims to be Amazon")
-    assert text.count("claims to be Amazon") == 1 and "Grüße, claim your gift card." in text
+    assert text.startswith("[brandgate] Caution: this message presents itself as Amazon")
+    assert text.count("presents itself as Amazon") == 1 and "Grüße, claim your gift card." in text
     assert markup.startswith('<html><body class="x"><div data-brandgate-banner="1"')
     assert markup.count("data-brandgate-banner") == 1
     # headers, preamble, the attachment and the epilogue are byte-identical
@@ -90,7 +90,7 @@ def test_banner_in_single_part_plain_message() -> None:
     raw = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
     out = actions.add_banner(raw, VERDICT)
     assert out is not None
-    assert out.startswith(b"From: a@b.example\r\nSubject: s\r\n\r\n[brandgate] Warning: ")
+    assert out.startswith(b"From: a@b.example\r\nSubject: s\r\n\r\n[brandgate] Caution: ")
     assert out.endswith(b"\r\n\r\nhello\r\n")
 
 
