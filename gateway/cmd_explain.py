@@ -13,6 +13,7 @@ from config.loader import Config, Problems, load_config, suggest, with_trusted_a
 from filters.checks import all_rules
 from filters.engine import Engine
 from filters.explain import render
+from filters.sniff import scan_file
 from gateway.archive import Item, iter_messages
 from gateway.options import add_config, add_trusted_authserv, error
 from gateway.replay import split_source
@@ -53,7 +54,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain_one(engine: Engine, item: Item, as_json: bool) -> None:
-    verdict = engine.scan(item.raw)
+    verdict = scan_file(engine, item.raw)
     if as_json:
         print(json.dumps({"source": item.source, **verdict.to_dict()}, ensure_ascii=False))
     else:
