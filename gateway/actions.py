@@ -495,7 +495,6 @@ _ARC_HEADERS = [
     b"mime-version",
     b"content-type",
     b"content-transfer-encoding",
-    b"dkim-signature",
 ]
 
 

@@ -7,6 +7,7 @@ import smtplib
 import socket
 import stat
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -374,6 +375,13 @@ def test_metrics_endpoint_counts_messages(tmp_path: Path) -> None:
     ):
         assert send(gw.port, message(verdict="tag"))[0] == 250
         text = urllib.request.urlopen(url, timeout=5).read().decode()
+        # Only the metrics path answers (issue 10): not /, not /metrics/x, not /favicon.ico.
+        for path in ("/", "/metrics/x", "/favicon.ico", "/?name[]=x"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}{path}", timeout=5)
+            assert err.value.code == 404
     assert want in text
     assert "brandgate_scan_seconds_bucket" in text
     assert "brandgate_sessions_active" in text
+    # process metrics, as every Prometheus exporter has them
+    assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text

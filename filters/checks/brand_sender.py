@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import auth_failed, brand_authenticated
+from filters.checks._common import a_or_an, auth_failed, brand_authenticated
 from filters.claim import PLACE_NAMES
 from filters.context import Context
 from filters.domains import registrable
@@ -35,7 +35,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         if failed:
             yield Finding(
                 "BRAND_DOMAIN_SPOOF",
-                (f"From {f.from_addr.address} is a {brand.name} domain ({entry})", failed),
+                (f"From {f.from_addr.address} is {a_or_an(brand.name)} domain ({entry})", failed),
             )
         else:
             yield from _unvouched(f, brand, reg, ctx.lists)
@@ -80,8 +80,8 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> I
     if signers:
         evidence.append(f"signed only by {', '.join(dict.fromkeys(signers))}")
     else:
-        evidence.append(f"no DKIM signature of a {brand.name} domain")
+        evidence.append(f"no DKIM signature of {a_or_an(brand.name)} domain")
     if foreign_rp and rp is not None:
-        evidence.append(f"envelope sender {rp.domain} is not a {brand.name} domain")
+        evidence.append(f"envelope sender {rp.domain} is not {a_or_an(brand.name)} domain")
     factor = 1.0 if strangers or foreign_rp else 0.5
     yield Finding("BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=factor)
