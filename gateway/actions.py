@@ -439,6 +439,11 @@ def mark(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
     if action == "tag":
         text = banner_text(verdict, m.banner_text, m.banner_report) if m.banner else None
         body, banner_done = _rewrite(raw, verdict, m.banner, text, m.subject_prefix)
+        if m.banner and not banner_done and text is not None and not text.isascii():
+            # A 7-bit ASCII part cannot take this language's letters without re-encoding
+            # it: the English (ASCII) text then, rather than no banner at all.
+            text = banner_text(verdict, FALLBACK_BANNER, m.banner_report)
+            body, banner_done = _rewrite(raw, verdict, True, text, m.subject_prefix)
     changed = body != raw
     fields = status_fields(verdict, m.required)
     if m.spam_headers:

@@ -97,6 +97,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and embedders swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _syslog_handler(target: str) -> logging.Handler:
     address: str | tuple[str, int]
     if target.startswith("/"):
@@ -122,7 +134,7 @@ def setup_logging(verbose: bool, fmt: str, syslog: str | None) -> None:
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_Stderr()]
     if syslog:
         handlers.append(_syslog_handler(syslog))
     for h in handlers:

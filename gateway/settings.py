@@ -19,6 +19,7 @@ from typing import Any
 from config.loader import (
     Config,
     ConfigError,
+    ConfigErrors,
     Problems,
     flag,
     number,
@@ -375,29 +376,42 @@ def _recipients(value: Any, file: str) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping):
         raise ConfigError(file, where, 'expected tables [gateway.recipients."ADDRESS-OR-DOMAIN"]')
     out: dict[str, dict[str, Any]] = {}
+    errors: list[ConfigError] = []
     for rcpt, spec in value.items():
-        key = f'{where}."{rcpt}"'
-        name = _recipient_key(rcpt, file, key)
-        if not isinstance(spec, Mapping):
-            raise ConfigError(
-                file, key, "expected a table of thresholds, actions, banner, banner_language"
-            )
-        for item in spec:
-            if item not in _POLICY_KEYS:
-                raise ConfigError(file, f"{key}.{item}", unknown_key(item, _POLICY_KEYS))
-        entry: dict[str, Any] = {}
-        if "thresholds" in spec:
-            entry["thresholds"] = _thresholds(spec["thresholds"], file, f"{key}.thresholds")
-        if "actions" in spec:
-            entry["actions"] = _actions(spec["actions"], file, f"{key}.actions")
-        if "banner" in spec:
-            entry["banner"] = flag(spec["banner"], file, f"{key}.banner")
-        if "banner_language" in spec:
-            entry["banner_language"] = _language(
-                spec["banner_language"], file, f"{key}.banner_language"
-            )
+        try:
+            name, entry = _recipient(rcpt, spec, file, where)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
         out[name] = entry
+    if errors:
+        raise ConfigErrors(errors)
     return out
+
+
+def _recipient(rcpt: str, spec: Any, file: str, where: str) -> tuple[str, dict[str, Any]]:
+    """One [gateway.recipients."ADDRESS-OR-DOMAIN"] entry, validated."""
+    key = f'{where}."{rcpt}"'
+    name = _recipient_key(rcpt, file, key)
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            file, key, "expected a table of thresholds, actions, banner, banner_language"
+        )
+    for item in spec:
+        if item not in _POLICY_KEYS:
+            raise ConfigError(file, f"{key}.{item}", unknown_key(item, _POLICY_KEYS))
+    entry: dict[str, Any] = {}
+    if "thresholds" in spec:
+        entry["thresholds"] = _thresholds(spec["thresholds"], file, f"{key}.thresholds")
+    if "actions" in spec:
+        entry["actions"] = _actions(spec["actions"], file, f"{key}.actions")
+    if "banner" in spec:
+        entry["banner"] = flag(spec["banner"], file, f"{key}.banner")
+    if "banner_language" in spec:
+        entry["banner_language"] = _language(
+            spec["banner_language"], file, f"{key}.banner_language"
+        )
+    return name, entry
 
 
 def _metrics(value: Any, file: str, key: str) -> tuple[str, int] | None:

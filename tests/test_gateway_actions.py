@@ -6,6 +6,7 @@ import base64
 import email
 import email.policy
 import quopri
+from dataclasses import replace
 
 import pytest
 
@@ -170,3 +171,36 @@ def test_gateway_table_validation_names_file_and_key() -> None:
     # after the queue a reject would bounce to a forged sender: quarantine instead
     assert s.action_for("reject") == "quarantine"
     assert GatewaySettings(mode="before-queue").action_for("reject") == "reject"
+
+
+def test_banner_in_a_7bit_ascii_part_falls_back_to_the_ascii_text() -> None:
+    from gateway.settings import BannerText, from_table
+
+    s = from_table({"banner": True}, "test")
+    german = BannerText("Vorsicht: {brand}? Prüfen Sie das.", "Vorsicht: prüfen.")
+    marking = replace(
+        actions.marking_for(s, s.policy_for(""), {"tag": 4.0}, "t"), banner_text=german
+    )
+    raw = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
+    marked = actions.mark(raw, VERDICT, marking, "tag")
+    assert marked.banner and b"presents itself as Amazon" in marked.data.replace(b"\r\n", b" ")
+    utf8 = raw.replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", 1)
+    marked = actions.mark(utf8.replace(b"Subject", b"MIME-Version: 1.0\r\nSubject"), VERDICT,
+                          marking, "tag")  # fmt: skip
+    assert marked.banner and "Prüfen".encode() not in marked.data  # 7bit (no CTE): ASCII only
+
+
+def test_forged_verdict_headers_are_stripped_ours_and_spamassassins() -> None:
+    raw = (
+        b"X-Spam-Flag: YES\r\nX-Spam-Status: No, score=-99\r\n"
+        b"Authentication-Results: gw.example; dkim=pass header.d=paypal.com\r\n"
+        b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+        b"x-brandgate-verdict: pass\r\nFrom: a@b.example\r\n\r\nbody\r\n"
+    )
+    out = actions.strip_our_headers(raw, spam=True, authserv_id="gw.example")
+    assert out == (
+        b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+        b"From: a@b.example\r\n\r\nbody\r\n"
+    )
+    # without spam_headers, an upstream SpamAssassin's fields are kept for the user's filters
+    assert b"X-Spam-Status" in actions.strip_our_headers(raw, authserv_id="gw.example")
