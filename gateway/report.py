@@ -174,6 +174,18 @@ def _brand_table(rows: list[dict[str, Any]]) -> str:
     return _table(head, body, "brands", numeric=range(1, len(head)))
 
 
+def _brands(rows: list[dict[str, Any]], shown: int = 12) -> str:
+    """The brands with the most mail in view, the rest one click away."""
+    if len(rows) <= shown:
+        return _brand_table(rows)
+    return (
+        _brand_table(rows[:shown])
+        + f"<details><summary>{len(rows) - shown} more brands</summary>"
+        + _brand_table(rows[shown:])
+        + "</details>"
+    )
+
+
 def _per_label_table(per_label: dict[str, dict[str, Any]]) -> str:
     head = ["label", "kind", "total", "pass", "tag", "quarantine", "reject", "flagged", "errors"]
     rows = []
@@ -417,7 +429,8 @@ def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] |
             f'text-anchor="end">{v:.1f}</text>'
         )
     out.append(
-        f'<text x="{m + pw / 2}" y="{h - 8}" font-size="11" text-anchor="middle">recall</text>'
+        f'<text x="{m + pw / 2}" y="{m + ph + 28}" font-size="11" '
+        'text-anchor="middle">recall</text>'
         f'<text x="12" y="{m + ph / 2}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 12 {m + ph / 2})">precision</text>'
     )
@@ -427,7 +440,7 @@ def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] |
         out.append(f'<polyline points="{path}" fill="none" stroke="#2e86c1" stroke-width="2"/>')
     # The operating points are often on top of each other: each gets its own colour and
     # shape, named in a legend below the plot rather than in labels that would overlap.
-    legend_y = m + ph + 30
+    legend_y = m + ph + 50
     shown = 0
     for i, (name, p) in enumerate(marks.items()):
         if p is None or p["precision"] is None or p["recall"] is None:
@@ -510,7 +523,7 @@ def render(doc: dict[str, Any]) -> str:
         "<h2>Verdicts per label</h2>",
         _per_label_table(doc["per_label"]),
         '<h2 id="brands">Per brand claimed</h2>',
-        _brand_table(doc.get("brands") or []),
+        _brands(doc.get("brands") or []),
         '<h2 id="histogram">Score histogram per label</h2>',
         _histograms(doc),
         '<h2 id="pr">Precision / recall</h2>',
