@@ -2,17 +2,22 @@
 
 Every error names the file and the key (``config/brands/retail.toml: brands.amazon.names:
 expected a list of strings``) so that `brandgate check-config` tells an admin exactly what to fix.
+Every validator reports into one `Problems` collector and loading goes on with the default in
+place of a bad value, so one run reports every error at once (as `ConfigErrors`).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from filters.context import AccessList, AccessLists
 from filters.registry import Brand, BrandRegistry, Esp, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
 from filters.types import VERDICTS, Limits
@@ -23,6 +28,8 @@ MAIN_FILE = "brandgate.toml"
 # labelled mail; merged right after brandgate.toml, whose [rules] hold the priors (sign, group,
 # the weight of rules too rare to learn).
 LEARNED_FILE = "weights.toml"
+ACCESS_FILE = "allow_block.toml"
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -31,6 +38,65 @@ class ConfigError(Exception):
         self.file = str(file)
         self.key = key
         self.problem = problem
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        """Every error this one stands for (itself; several for ConfigErrors)."""
+        return [self]
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found in one load; str() gives one per line."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.key, first.problem)
+        self.args = ("\n".join(str(e) for e in errors),)
+        self._errors = list(errors)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        return list(self._errors)
+
+
+class Problems:
+    """The collector every validator reports into, so that one load reports every error."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, exc: ConfigError) -> None:
+        for err in exc.errors:
+            if not any(str(e) == str(err) for e in self.errors):
+                self.errors.append(err)
+
+    def report(self, file: Path | str, key: str, problem: str) -> None:
+        self.add(ConfigError(file, key, problem))
+
+    def attempt(self, fn: Callable[..., T], *args: Any, default: Any) -> T:
+        """fn(*args), or `default` after recording the ConfigError fn raised."""
+        try:
+            return fn(*args)
+        except ConfigError as exc:
+            self.add(exc)
+            return default
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
+def suggest(word: str, known: Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for a near miss among `known`, else ""."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {show(close[0])}?" if close else ""
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    return f"unknown key{suggest(key, names)} (known: {', '.join(names)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +133,13 @@ class Config:
     # combination rule -> the rules that must all fire (its factor: the product of theirs)
     combos: dict[str, tuple[str, ...]] = field(default_factory=dict)
     gateway: dict[str, Any] = field(default_factory=dict)  # validated by gateway.settings
-    sources: tuple[str, ...] = ()  # files read, in order (for logs and check-config)
+    sources: tuple[str, ...] = ()  # main files read, in order (for logs and check-config)
+    access: AccessLists = field(default_factory=AccessLists)  # allow_block.toml
+    files: tuple[str, ...] = ()  # every file read, in order
+    # What each admin file changed over the shipped data: (file, human lines).
+    changes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The main file that set each dotted key last (errors name it).
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- TOML helpers
@@ -105,23 +177,23 @@ def _table(doc: Mapping[str, Any], key: str, file: Path, where: str = "") -> dic
 
 def number(value: Any, file: Path | str, key: str, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(file, key, f"expected a number, got {value!r}")
+        raise ConfigError(file, key, f"expected a number, got {show(value)}")
     if minimum is not None and value < minimum:
-        raise ConfigError(file, key, f"must be at least {minimum}, got {value!r}")
+        raise ConfigError(file, key, f"must be at least {minimum:g}, got {show(value)}")
     return float(value)
 
 
 def whole(value: Any, file: Path | str, key: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(file, key, f"expected a whole number, got {value!r}")
+        raise ConfigError(file, key, f"expected a whole number, got {show(value)}")
     if value < minimum:
-        raise ConfigError(file, key, f"must be at least {minimum}, got {value!r}")
+        raise ConfigError(file, key, f"must be at least {minimum}, got {show(value)}")
     return value
 
 
 def flag(value: Any, file: Path | str, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(file, key, f"expected true or false, got {value!r}")
+        raise ConfigError(file, key, f"expected true or false, got {show(value)}")
     return value
 
 
@@ -136,21 +208,29 @@ def _domains(value: Any, file: Path, key: str) -> tuple[str, ...]:
     for item in _strs(value, file, key):
         dom = item.strip().lower().rstrip(".")
         if not dom or " " in dom or "/" in dom or "@" in dom:
-            raise ConfigError(file, key, f"not a domain: {item!r}")
+            raise ConfigError(file, key, f"not a domain: {show(item)}")
         try:
             dom = dom.encode("idna").decode("ascii") if not dom.isascii() else dom
         except UnicodeError as exc:
-            raise ConfigError(file, key, f"not a valid domain: {item!r}") from exc
+            raise ConfigError(file, key, f"not a valid domain: {show(item)}") from exc
         out.append(dom)
     return tuple(dict.fromkeys(out))
 
 
-def _check_keys(table: Mapping[str, Any], allowed: set[str], file: Path, where: str) -> None:
+def _check_keys(
+    table: Mapping[str, Any],
+    allowed: set[str],
+    file: Path | str,
+    where: str,
+    problems: Problems | None = None,
+) -> None:
+    """Unknown keys: all of them into `problems`, or the first raised when there is none."""
     for key in table:
         if key not in allowed:
-            raise ConfigError(
-                file, f"{where}{key}", f"unknown key (known: {', '.join(sorted(allowed))})"
-            )
+            err = ConfigError(file, f"{where}{key}", unknown_key(key, allowed))
+            if problems is None:
+                raise err
+            problems.add(err)
 
 
 # --------------------------------------------------------------------------- main file
@@ -159,82 +239,157 @@ _ENGINE_KEYS = {"trusted_authserv_ids", "verify_dkim", "dns_timeout", "scan_time
 _TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring", "combos"}
 
 
-def _combos(
-    doc: dict[str, Any], file: Path, rules: dict[str, RuleWeight]
-) -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {}
-    for name, parts in _table(doc, "combos", file).items():
-        key = f"combos.{name}"
-        members = _strs(parts, file, key)
-        if len(set(members)) < 2:
-            raise ConfigError(file, key, "a combination needs two or more different rules")
-        if name in members:
-            raise ConfigError(file, key, "a combination cannot contain itself")
-        if name not in rules:
-            raise ConfigError(file, f"rules.{name}", "combination without a weight and group")
-        out[name] = tuple(dict.fromkeys(members))
+class _Main:
+    """The merged main files, with the file that set each key, reporting into `problems`."""
+
+    def __init__(self, doc: dict[str, Any], origin: dict[str, str], problems: Problems) -> None:
+        self.doc = doc
+        self.origin = origin
+        self.p = problems
+        self.last = next(reversed(origin.values()), str(SHIPPED_DIR / MAIN_FILE))
+
+    def file(self, key: str) -> str:
+        """The file that set `key` (or, for a table, the last file that set one of its keys)."""
+        if key in self.origin:
+            return self.origin[key]
+        for dotted in reversed(list(self.origin)):
+            if dotted.startswith(key + "."):
+                return self.origin[dotted]
+        head = key.rpartition(".")[0]
+        return self.file(head) if head else self.last
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self.doc.get(key, {})
+        if not isinstance(value, dict):
+            self.p.report(self.file(key), key, "expected a table")
+            return {}
+        return value
+
+    def check(self, fn: Callable[..., T], key: str, value: Any, *args: Any, default: Any) -> T:
+        return self.p.attempt(fn, value, self.file(key), key, *args, default=default)
+
+    def keys(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                self.p.report(self.file(where + key), where + key, unknown_key(key, allowed))
+
+
+def _groups(m: _Main) -> dict[str, float]:
+    out = {}
+    for g, v in m.table("groups").items():
+        out[g] = m.check(number, f"groups.{g}", v, 0.0, default=0.0)
     return out
 
 
-def _scoring(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> ScoringSettings:
-    tbl = _table(doc, "scoring", file)
-    _check_keys(tbl, {"unclaimed_factor", "unclaimed_exempt"}, file, "scoring.")
-    factor = number(tbl.get("unclaimed_factor", 0.5), file, "scoring.unclaimed_factor", 0.0)
+def _scoring(m: _Main, groups: dict[str, float]) -> ScoringSettings:
+    tbl = m.table("scoring")
+    m.keys(tbl, {"unclaimed_factor", "unclaimed_exempt"}, "scoring.")
+    key = "scoring.unclaimed_factor"
+    factor = m.check(number, key, tbl.get("unclaimed_factor", 0.5), 0.0, default=0.5)
     if factor > 1:
-        raise ConfigError(file, "scoring.unclaimed_factor", "must be between 0 and 1")
-    exempt = _strs(tbl.get("unclaimed_exempt", []), file, "scoring.unclaimed_exempt")
+        m.p.report(m.file(key), key, f"must be between 0 and 1, got {factor:g}")
+        factor = 0.5
+    key = "scoring.unclaimed_exempt"
+    exempt = m.check(_strs, key, tbl.get("unclaimed_exempt", []), default=())
     for g in exempt:
         if g not in groups:
-            raise ConfigError(file, "scoring.unclaimed_exempt", f"unknown group {g!r}")
-    return ScoringSettings(factor, exempt)
+            m.p.report(m.file(key), key, f"unknown group {show(g)}{suggest(g, groups)}")
+    return ScoringSettings(factor, tuple(g for g in exempt if g in groups))
 
 
-def _engine(doc: dict[str, Any], file: Path) -> EngineSettings:
-    tbl = _table(doc, "engine", file)
-    _check_keys(tbl, _ENGINE_KEYS, file, "engine.")
+def _engine(m: _Main) -> EngineSettings:
+    tbl = m.table("engine")
+    m.keys(tbl, _ENGINE_KEYS, "engine.")
+    d = EngineSettings()
+    ids = m.check(
+        _strs, "engine.trusted_authserv_ids", tbl.get("trusted_authserv_ids", []), default=()
+    )
     return EngineSettings(
-        trusted_authserv_ids=tuple(
-            s.lower()
-            for s in _strs(tbl.get("trusted_authserv_ids", []), file, "engine.trusted_authserv_ids")
+        trusted_authserv_ids=tuple(s.lower() for s in ids),
+        verify_dkim=m.check(
+            flag, "engine.verify_dkim", tbl.get("verify_dkim", False), default=d.verify_dkim
         ),
-        verify_dkim=flag(tbl.get("verify_dkim", False), file, "engine.verify_dkim"),
-        dns_timeout=number(tbl.get("dns_timeout", 3.0), file, "engine.dns_timeout", 0.1),
-        scan_timeout=number(tbl.get("scan_timeout", 20.0), file, "engine.scan_timeout", 0.1),
+        dns_timeout=m.check(
+            number, "engine.dns_timeout", tbl.get("dns_timeout", 3.0), 0.1, default=d.dns_timeout
+        ),
+        scan_timeout=m.check(
+            number,
+            "engine.scan_timeout",
+            tbl.get("scan_timeout", 20.0),
+            0.1,
+            default=d.scan_timeout,
+        ),
     )
 
 
-def _limits(doc: dict[str, Any], file: Path) -> Limits:
-    tbl = _table(doc, "limits", file)
+def _limits(m: _Main) -> Limits:
+    tbl = m.table("limits")
     allowed = set(Limits.__dataclass_fields__)
-    _check_keys(tbl, allowed, file, "limits.")
-    return Limits(**{k: whole(v, file, f"limits.{k}", 1) for k, v in tbl.items()})
+    m.keys(tbl, allowed, "limits.")
+    defaults = Limits()
+    values = {
+        k: m.check(whole, f"limits.{k}", v, 1, default=getattr(defaults, k))
+        for k, v in tbl.items()
+        if k in allowed
+    }
+    return Limits(**values)
 
 
-def _thresholds(doc: dict[str, Any], file: Path) -> dict[str, float]:
-    tbl = _table(doc, "thresholds", file)
+def _thresholds(m: _Main) -> dict[str, float]:
+    tbl = m.table("thresholds")
     names = [v for v in VERDICTS if v != "pass"]
-    _check_keys(tbl, set(names), file, "thresholds.")
+    m.keys(tbl, set(names), "thresholds.")
+    fallback = {"tag": 4.0, "quarantine": 8.0, "reject": 12.0}
     out = {}
     for name in names:
+        key = f"thresholds.{name}"
         if name not in tbl:
-            raise ConfigError(file, f"thresholds.{name}", "missing")
-        out[name] = number(tbl[name], file, f"thresholds.{name}")
+            m.p.report(m.file("thresholds"), key, "missing")
+            out[name] = fallback[name]
+            continue
+        out[name] = m.check(number, key, tbl[name], default=fallback[name])
     if not out["tag"] <= out["quarantine"] <= out["reject"]:
-        raise ConfigError(file, "thresholds", "must rise: tag <= quarantine <= reject")
+        shown = ", ".join(f"{k} = {v:g}" for k, v in out.items())
+        rise = f"must rise: tag <= quarantine <= reject ({shown})"
+        m.p.report(m.file("thresholds"), "thresholds", rise)
     return out
 
 
-def _rules(doc: dict[str, Any], file: Path, groups: dict[str, float]) -> dict[str, RuleWeight]:
+def _rules(m: _Main, groups: dict[str, float]) -> dict[str, RuleWeight]:
     out = {}
-    for rule, spec in _table(doc, "rules", file).items():
+    for rule, spec in m.table("rules").items():
         where = f"rules.{rule}"
         if not isinstance(spec, dict):
-            raise ConfigError(file, where, "expected a table with weight and group")
-        _check_keys(spec, {"weight", "group"}, file, where + ".")
+            m.p.report(m.file(where), where, "expected a table with weight and group")
+            continue
+        m.keys(spec, {"weight", "group"}, where + ".")
         group = spec.get("group")
         if not isinstance(group, str) or group not in groups:
-            raise ConfigError(file, where + ".group", f"unknown group {group!r}")
-        out[rule] = RuleWeight(number(spec.get("weight"), file, where + ".weight"), group)
+            hint = suggest(group, groups) if isinstance(group, str) else ""
+            m.p.report(
+                m.file(where + ".group"), where + ".group", f"unknown group {show(group)}{hint}"
+            )
+            continue
+        weight = m.check(number, where + ".weight", spec.get("weight"), default=None)
+        if weight is not None:
+            out[rule] = RuleWeight(weight, group)
+    return out
+
+
+def _combos(m: _Main, rules: dict[str, RuleWeight]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for name, parts in m.table("combos").items():
+        key = f"combos.{name}"
+        file = m.file(key)
+        members = m.check(_strs, key, parts, default=())
+        if len(set(members)) < 2:
+            m.p.report(file, key, "a combination needs two or more different rules")
+        elif name in members:
+            m.p.report(file, key, "a combination cannot contain itself")
+        elif name not in rules:
+            m.p.report(file, f"rules.{name}", "combination without a weight and group")
+        else:
+            out[name] = tuple(dict.fromkeys(members))
     return out
 
 
@@ -325,25 +480,28 @@ def _brand_files(root: Path) -> list[Path]:
 
 
 def _load_brands(
-    dirs: list[Path], read: Callable[[Path], dict[str, Any]]
+    dirs: list[Path], read: Callable[[Path], dict[str, Any]], problems: Problems | None = None
 ) -> tuple[dict[str, Brand], dict[str, Path]]:
     """Every brand, and the file that last defined or extended each one."""
+    p = problems if problems is not None else Problems()
     brands: dict[str, Brand] = {}
     raw: dict[str, tuple[dict[str, Any], Path]] = {}
     for root in dirs:
         for file in _brand_files(root):
-            doc = read(file)
-            _check_keys(doc, {"brands"}, file, "")
-            for key, spec in _table(doc, "brands", file).items():
-                # An overlay entry for a shipped brand extends it, so an admin adds one
-                # sender domain in one line without restating (or losing) the shipped ones.
+            doc = p.attempt(read, file, default={})
+            _check_keys(doc, {"brands"}, file, "", p)
+            for key, spec in p.attempt(_table, doc, "brands", file, default={}).items():
+                # An entry for a brand defined before extends it, so an admin adds one sender
+                # domain in one line without restating (or losing) the shipped ones.
                 if key in raw and isinstance(spec, dict) and isinstance(raw[key][0], dict):
                     spec = _extend_brand(raw[key][0], spec)
                 raw[key] = (spec, file)
     for key, (spec, file) in raw.items():
-        brand = _brand(key, spec, file)
+        brand = p.attempt(_brand, key, spec, file, default=None)
         if brand is not None:
             brands[key] = brand
+    if problems is None:
+        p.raise_if_any()
     return brands, {key: file for key, (_, file) in raw.items()}
 
 
@@ -382,7 +540,7 @@ def _esp(key: str, spec: Any, file: Path) -> Esp:
     return Esp(key=key, name=name.strip(), kind=kind, source=source.strip(), **doms)
 
 
-def _load_esps(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> dict[str, Esp]:
+def _load_esps(dirs: list[Path], read: Reader, p: Problems) -> dict[str, Esp]:
     """config/esps.toml: the vendors that mail for brands. An overlay adds vendors, or domains
     to a shipped one (lists grow, as for brands)."""
     raw: dict[str, tuple[dict[str, Any], Path]] = {}
@@ -390,9 +548,9 @@ def _load_esps(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> dict
         file = root / "esps.toml"
         if not file.is_file():
             continue
-        doc = read(file)
-        _check_keys(doc, {"esps"}, file, "")
-        for key, spec in _table(doc, "esps", file).items():
+        doc = p.attempt(read, file, default={})
+        _check_keys(doc, {"esps"}, file, "", p)
+        for key, spec in p.attempt(_table, doc, "esps", file, default={}).items():
             if key in raw and isinstance(spec, dict):
                 base = raw[key][0]
                 spec = {
@@ -405,7 +563,10 @@ def _load_esps(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> dict
                     },
                 }
             raw[key] = (spec, file)
-    return {key: _esp(key, spec, file) for key, (spec, file) in raw.items()}
+    esps = {
+        key: p.attempt(_esp, key, spec, file, default=None) for key, (spec, file) in raw.items()
+    }
+    return {k: v for k, v in esps.items() if v is not None}
 
 
 def _with_esp_domains(lists: Lists, esps: dict[str, Esp]) -> Lists:
@@ -415,54 +576,84 @@ def _with_esp_domains(lists: Lists, esps: dict[str, Esp]) -> Lists:
 
 
 def _check_brand_esps(
-    brands: dict[str, Brand], esps: dict[str, Esp], files: dict[str, Path]
+    brands: dict[str, Brand], esps: dict[str, Esp], files: dict[str, Path], p: Problems
 ) -> None:
     for brand in brands.values():
         for key in brand.esps:
             if key not in esps:
-                raise ConfigError(
-                    files[brand.key], f"brands.{brand.key}.esps", f"unknown vendor {key!r}"
+                p.report(
+                    files[brand.key],
+                    f"brands.{brand.key}.esps",
+                    f"unknown vendor {key!r}{suggest(key, esps)}",
                 )
 
 
 # --------------------------------------------------------------------------- lists, lexicon
 
 _LIST_KEYS = set(Lists.__dataclass_fields__)
+Reader = Callable[[Path], dict[str, Any]]
 
 
-def _load_lists(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> Lists:
+def _sample(items: Iterable[str], n: int = 4) -> str:
+    got = sorted(items)
+    more = f", … ({len(got)} in all)" if len(got) > n else ""
+    return ", ".join(got[:n]) + more
+
+
+def _is_shipped(file: Path) -> bool:
+    return file.resolve().parent in (SHIPPED_DIR, SHIPPED_DIR / "brands")
+
+
+def _load_lists(dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog) -> Lists:
     acc: dict[str, set[str]] = {k: set() for k in _LIST_KEYS}
     for root in dirs:
         file = root / "lists.toml"
         if not file.is_file():
             continue
-        doc = read(file)
-        _check_keys(doc, _LIST_KEYS | {f"remove_{k}" for k in _LIST_KEYS}, file, "")
+        doc = p.attempt(read, file, default={})
+        _check_keys(doc, _LIST_KEYS | {f"remove_{k}" for k in _LIST_KEYS}, file, "", p)
         for key, value in doc.items():
+            name = key[7:] if key.startswith("remove_") else key
+            if name not in acc:
+                continue
+            given = p.attempt(_strs, value, file, key, default=())
+            entries = {v.lower().lstrip(".") for v in given}
             if key.startswith("remove_"):
-                acc[key[7:]] -= {v.lower().lstrip(".") for v in _strs(value, file, key)}
+                gone = entries & acc[name]
+                missing = entries - acc[name]
+                acc[name] -= entries
+                if gone:
+                    log.add(file, f"{name}: removed {len(gone)} ({_sample(gone)})")
+                if missing:
+                    log.add(file, f"{name}: not there to remove: {_sample(missing)}")
             else:
-                acc[key] |= {v.lower().lstrip(".") for v in _strs(value, file, key)}
+                added = entries - acc[name]
+                acc[name] |= entries
+                log.add(file, f"{name}: added {len(added)} ({_sample(added)})" if added else "")
     return Lists(**{k: frozenset(v) for k, v in acc.items()})
 
 
-def _load_lexicon(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> Lexicon:
+def _load_lexicon(dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog) -> Lexicon:
     terms: dict[tuple[str, str], LureTerm] = {}
     for root in dirs:
         file = root / "lures.toml"
         if not file.is_file():
             continue
-        doc = read(file)
-        _check_keys(doc, {"lures"}, file, "")
-        for lang, cats in _table(doc, "lures", file).items():
+        doc = p.attempt(read, file, default={})
+        _check_keys(doc, {"lures"}, file, "", p)
+        before = len(terms)
+        for lang, cats in p.attempt(_table, doc, "lures", file, default={}).items():
             if not isinstance(cats, dict):
-                raise ConfigError(file, f"lures.{lang}", "expected a table of category = [phrases]")
+                p.report(file, f"lures.{lang}", "expected a table of category = [phrases]")
+                continue
             for cat, phrases in cats.items():
-                for phrase in _strs(phrases, file, f"lures.{lang}.{cat}"):
+                key = f"lures.{lang}.{cat}"
+                for phrase in p.attempt(_strs, phrases, file, key, default=()):
                     norm = normalise(unicodedata.normalize("NFKC", phrase))
                     if norm:
                         terms[(norm, cat)] = LureTerm(norm, cat, lang)
-    cues = _load_cues(dirs, read)
+        log.add(file, f"lure phrases: added {len(terms) - before}")
+    cues = _load_cues(dirs, read, p, log)
     # A lure word right after a brand name ("Visa Gift Card", "NETTO Gutschein") speaks as
     # the brand just as "account" or "team" do.
     lure_words = frozenset(
@@ -480,7 +671,7 @@ def _load_lexicon(dirs: list[Path], read: Callable[[Path], dict[str, Any]]) -> L
 
 
 def _load_cues(
-    dirs: list[Path], read: Callable[[Path], dict[str, Any]]
+    dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog
 ) -> dict[str, frozenset[str]]:
     keys = ("before", "after", "generic_author")
     acc: dict[str, set[str]] = {k: set() for k in keys}
@@ -488,19 +679,149 @@ def _load_cues(
         file = root / "claim_cues.toml"
         if not file.is_file():
             continue
-        doc = read(file)
-        _check_keys(doc, set(keys), file, "")
+        doc = p.attempt(read, file, default={})
+        _check_keys(doc, set(keys), file, "", p)
         for key in keys:
-            acc[key] |= {words_skeleton(w) for w in _strs(doc.get(key, []), file, key) if w.strip()}
+            words = p.attempt(_strs, doc.get(key, []), file, key, default=())
+            new = {words_skeleton(w) for w in words if w.strip()} - acc[key]
+            acc[key] |= new
+            log.add(file, f"{key}: added {len(new)} ({_sample(new)})" if new else "")
     return {k: frozenset(v) for k, v in acc.items()}
+
+
+# --------------------------------------------------------------------------- allow / block
+
+_ACCESS_KEYS = set(AccessList.__dataclass_fields__)
+_ACCESS_TABLES = ("allow", "block")
+
+
+def _addresses(value: Any, file: Path, key: str) -> tuple[str, ...]:
+    out = []
+    for item in _strs(value, file, key):
+        addr = item.strip().lower()
+        local, at, dom = addr.rpartition("@")
+        if not at or not local or not dom or " " in addr:
+            raise ConfigError(file, key, f"not an address like user@example.com: {show(item)}")
+        out.append(f"{local}@{_domains([dom], file, key)[0]}")
+    return tuple(dict.fromkeys(out))
+
+
+def _access_entries(value: Any, file: Path, key: str, name: str) -> tuple[str, ...]:
+    return _addresses(value, file, key) if name == "addresses" else _domains(value, file, key)
+
+
+def _load_access(dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog) -> AccessLists:
+    acc: dict[str, dict[str, dict[str, None]]] = {
+        t: {k: {} for k in _ACCESS_KEYS} for t in _ACCESS_TABLES
+    }
+    known = set(_ACCESS_TABLES) | {f"remove_{t}" for t in _ACCESS_TABLES}
+    for root in dirs:
+        file = root / ACCESS_FILE
+        if not file.is_file():
+            continue
+        doc = p.attempt(read, file, default={})
+        _check_keys(doc, known, file, "", p)
+        for table in (*_ACCESS_TABLES, *(f"remove_{t}" for t in _ACCESS_TABLES)):
+            tbl = p.attempt(_table, doc, table, file, default={})
+            _check_keys(tbl, _ACCESS_KEYS, file, f"{table}.", p)
+            target = acc[table.removeprefix("remove_")]
+            for name, value in tbl.items():
+                if name not in _ACCESS_KEYS:
+                    continue
+                key = f"{table}.{name}"
+                entries = p.attempt(_access_entries, value, file, key, name, default=())
+                if table.startswith("remove_"):
+                    gone = [e for e in entries if target[name].pop(e, "") is None]
+                    if gone:
+                        log.add(file, f"{key}: removed {len(gone)} ({_sample(gone)})")
+                else:
+                    added = [e for e in entries if e not in target[name]]
+                    target[name].update(dict.fromkeys(entries))
+                    log.add(file, f"{key}: added {len(added)} ({_sample(added)})" if added else "")
+    lists = {t: AccessList(**{k: tuple(v) for k, v in acc[t].items()}) for t in _ACCESS_TABLES}
+    return AccessLists(allow=lists["allow"], block=lists["block"])
+
+
+# --------------------------------------------------------------------------- change log
+
+
+class _ChangeLog:
+    """What each admin file changed over the shipped data, for `brandgate check-config`."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {}
+
+    def add(self, file: Path | str, line: str) -> None:
+        if not line or _is_shipped(Path(file)):
+            return
+        self.lines.setdefault(str(file), []).append(line)
+
+    def touch(self, file: Path | str) -> None:
+        if not _is_shipped(Path(file)):
+            self.lines.setdefault(str(file), [])
+
+    def freeze(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple((f, tuple(lines) or ("(no change)",)) for f, lines in self.lines.items())
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def show(value: Any) -> str:
+    """A config value as an admin writes it in TOML (not as a Python repr)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        if math.isinf(value) or math.isnan(value):
+            return ("-" if value < 0 else "") + ("inf" if math.isinf(value) else "nan")
+        return f"{value:g}" if value != int(value) else f"{value:.1f}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {show(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+def _brand_changes(dirs: list[Path], read: Reader, log: _ChangeLog) -> None:
+    """Which brands an admin file adds and which shipped ones it changes (keys named)."""
+    seen: set[str] = set()
+    for root in dirs:
+        for file in _brand_files(root):
+            try:
+                doc = read(file)
+            except ConfigError:
+                continue
+            brands = doc.get("brands")
+            if not isinstance(brands, dict):
+                continue
+            log.touch(file)
+            added = sorted(k for k in brands if k not in seen)
+            changed = [
+                f"{k} ({', '.join(sorted(v)) if isinstance(v, dict) else 'replaced'})"
+                for k, v in sorted(brands.items())
+                if k in seen
+            ]
+            if seen and added:
+                log.add(file, f"brands added: {', '.join(added)}")
+            if changed:
+                log.add(file, f"brands changed: {', '.join(changed)}")
+            seen |= set(brands)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def overlay_dirs(
-    path: Path | str | None, learned: bool = True
-) -> tuple[list[Path], list[Path]]:
+def overlay_dirs(path: Path | str | None, learned: bool = True) -> tuple[list[Path], list[Path]]:
     """(config directories, main files) in merge order: shipped first, then the admin's."""
     dirs = [SHIPPED_DIR]
     mains = [SHIPPED_DIR / MAIN_FILE]
@@ -523,42 +844,81 @@ def overlay_dirs(
     return uniq_dirs, uniq_mains
 
 
-def load_config(path: Path | str | None = None, learned: bool = True) -> Config:
-    """The shipped configuration merged with the admin's (`path`). learned=False leaves out
-    the shipped learned weights (weights.toml): `tune` starts from the priors."""
-    dirs, mains = overlay_dirs(path, learned)
-    read = _read_toml
+def _merge_main(
+    mains: list[Path], read: Reader, p: Problems, log: _ChangeLog
+) -> tuple[dict[str, Any], dict[str, str]]:
     doc: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     for main in mains:
-        part = read(main)
-        _check_keys(part, _TOP_KEYS, main, "")
+        part = p.attempt(read, main, default={})
+        _check_keys(part, _TOP_KEYS, main, "", p)
+        before = _flatten(doc)
+        log.touch(main)
+        for key, value in _flatten(part).items():
+            origin[key] = str(main)
+            if key not in before:
+                log.add(main, f"{key} = {show(value)} (new)")
+            elif before[key] != value:
+                log.add(main, f"{key} = {show(value)} (was {show(before[key])})")
         doc = _merge(doc, part)
-    last = mains[-1]
-    groups = {
-        g: number(v, last, f"groups.{g}", 0.0) for g, v in _table(doc, "groups", last).items()
-    }
-    brands, brand_files = _load_brands(dirs, read)
-    esps = _load_esps(dirs, read)
-    _check_brand_esps(brands, esps, brand_files)
+    return doc, origin
+
+
+# A check of the finished Config that a caller adds (gateway settings, rule consistency):
+# it reports into the same collector, so its errors come out with the loader's.
+Extra = Callable[[Config, Problems], None]
+
+
+def load_config(
+    path: Path | str | None = None, extra: Iterable[Extra] = (), learned: bool = True
+) -> Config:
+    """The config in force; raises ConfigError (ConfigErrors when there are several).
+    learned=False leaves out the shipped learned weights (weights.toml): `tune` starts from
+    the priors."""
+    dirs, mains = overlay_dirs(path, learned)
+    files: list[str] = []
+
+    def read(file: Path) -> dict[str, Any]:
+        files.append(str(file))
+        return _read_toml(file)
+
+    p = Problems()
+    log = _ChangeLog()
+    doc, origin = _merge_main(mains, read, p, log)
+    m = _Main(doc, origin, p)
+    groups = _groups(m)
+    engine, limits, thresholds = _engine(m), _limits(m), _thresholds(m)
+    rules, scoring = _rules(m, groups), _scoring(m, groups)
+    gateway = m.table("gateway")
+    brands, brand_files = _load_brands(dirs, read, p)
+    esps = _load_esps(dirs, read, p)
+    _check_brand_esps(brands, esps, brand_files, p)
     registry = BrandRegistry(brands, esps)
-    if not registry.brands:
-        raise ConfigError(dirs[-1] / "brands", "brands", "no brands defined")
-    gateway = _table(doc, "gateway", last)
-    rules = _rules(doc, last, groups)
-    return Config(
-        engine=_engine(doc, last),
-        limits=_limits(doc, last),
-        thresholds=_thresholds(doc, last),
+    if not registry.brands and not p.errors:
+        p.report(dirs[-1] / "brands", "brands", "no brands defined")
+    _brand_changes(dirs, _read_toml, log)
+    cfg = Config(
+        engine=engine,
+        limits=limits,
+        thresholds=thresholds,
         groups=groups,
         rules=rules,
-        combos=_combos(doc, last, rules),
-        scoring=_scoring(doc, last, groups),
+        scoring=scoring,
+        combos=_combos(m, rules),
         registry=registry,
-        lists=_with_esp_domains(_load_lists(dirs, read), esps),
-        lexicon=_load_lexicon(dirs, read),
+        lists=_with_esp_domains(_load_lists(dirs, read, p, log), esps),
+        lexicon=_load_lexicon(dirs, read, p, log),
+        access=_load_access(dirs, read, p, log),
         gateway=gateway,
-        sources=tuple(str(p) for p in mains),
+        sources=tuple(str(x) for x in mains),
+        files=tuple(dict.fromkeys(files)),
+        changes=log.freeze(),
+        origin=origin,
     )
+    for check in extra:
+        check(cfg, p)
+    p.raise_if_any()
+    return cfg
 
 
 def with_trusted_authserv(cfg: Config, ids: Iterable[str] | None) -> Config:

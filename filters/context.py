@@ -1,11 +1,28 @@
-"""What checks may consult besides the message: the brand registry, lists, lexicon, limits."""
+"""What checks may consult besides the message: the brand registry, lists, lexicon, limits,
+and the admin's allow and block lists."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from filters.registry import BrandRegistry, Lexicon, Lists
 from filters.types import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class AccessList:
+    """One side (allow or block) of config/allow_block.toml, entries lower-case ASCII."""
+
+    addresses: tuple[str, ...] = ()  # From or envelope sender address
+    domains: tuple[str, ...] = ()  # From or envelope sender domain (subdomains included)
+    authenticated: tuple[str, ...] = ()  # DKIM d= pass or DMARC pass from a trusted id
+    link_domains: tuple[str, ...] = ()  # domains that links point to
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLists:
+    allow: AccessList = AccessList()
+    block: AccessList = AccessList()
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +31,4 @@ class Context:
     lists: Lists
     lexicon: Lexicon
     limits: Limits
+    access: AccessLists = field(default_factory=AccessLists)

@@ -48,27 +48,30 @@ class Engine:
             lists=config.lists,
             lexicon=config.lexicon,
             limits=config.limits,
+            access=config.access,
         )
 
     @classmethod
     def from_path(cls, path: Path | str | None = None, dns: DnsFunc | None = None) -> Engine:
         return cls(load_config(path), dns)
 
-    def _dkim(self, raw: bytes) -> tuple[AuthResult, ...]:
+    def _dkim(self, raw: bytes) -> tuple[AuthResult, ...] | None:
+        """Our own DKIM results; None when verification is off (or there is no resolver)."""
         if not self.config.engine.verify_dkim or self.dns is None:
-            return ()
+            return None
         return auth.verify_dkim(raw, self.dns, self.config.limits)
 
     def analyse(self, raw: bytes, envelope: Envelope | None = None) -> Analysis:
         cfg = self.config
         parsed = parse(raw, cfg.limits)
+        dkim = self._dkim(raw)
         features = extract(
             parsed,
             envelope=envelope,
             trusted_authserv_ids=cfg.engine.trusted_authserv_ids,
             lists=cfg.lists,
             limits=cfg.limits,
-            dkim_results=self._dkim(raw),
+            dkim_results=dkim or (),
         )
         claim = find_claim(features, self.context)
         findings = run_checks(features, claim, self.context)
@@ -80,6 +83,7 @@ class Engine:
             brand=claim,
             findings=scored,
             summary=summarise(verdict_name, features, claim, scored),
+            dkim=dkim,
         )
         return Analysis(parsed, features, claim, findings, verdict)
 

@@ -49,6 +49,19 @@ def summarise(
 _SAID = frozenset({"BRAND_SENDER_UNVERIFIED", "BRAND_FREEMAIL_SENDER", "BRAND_LINK_DIVERSION"})
 
 
+def how_scored(x: ScoredFinding) -> str:
+    """ "factor 0.50 x weight 4.00 = 2.00; group links capped: x0.75 -> 1.50", for tuning."""
+    out = f"factor {x.factor:.2f} × weight {x.weight:+.2f}"
+    value = x.factor * x.weight
+    if x.unclaimed != 1.0:
+        out += f" × {x.unclaimed:.2f} (no brand claimed)"
+        value *= x.unclaimed
+    out += f" = {value:+.2f}"
+    if x.capped != 1.0:
+        out += f"; group {x.group} over its cap: × {x.capped:.2f} -> {x.score:+.2f}"
+    return out
+
+
 def render(v: Verdict, source: str | None = None) -> str:
     """The multi-line explanation printed by `brandgate explain`."""
     lines = []
@@ -66,6 +79,7 @@ def render(v: Verdict, source: str | None = None) -> str:
         lines.append("  (none)")
     for x in v.findings:
         lines.append(f"  {x.score:+6.2f}  {x.rule}  [{x.group}]  {x.description}")
+        lines.append(f"           = {how_scored(x)}")
         for ev in x.evidence:
             lines.append(f"           - {ev}")
     lines.append(f"Score: {v.score:.2f}")

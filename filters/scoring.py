@@ -52,17 +52,19 @@ def score(
     the share it really contributed. Without a brand claim, positive scores outside the
     exempt groups are scaled by `scoring.unclaimed_factor` (1.0 in the shipped, learned
     weights: the checks already say how much a signal is worth without a claim)."""
-    raw: list[tuple[Finding, str, float, float]] = []
+    raw: list[tuple[Finding, str, float, float, float]] = []
     for finding in combine(findings, cfg.combos):
         rw = cfg.rules.get(finding.rule)
         if rw is None:  # a rule without a weight is a config error caught by check-config
             continue
         s = finding.factor * rw.weight
+        unclaimed = 1.0
         if not claimed and s > 0 and rw.group not in cfg.scoring.unclaimed_exempt:
-            s *= cfg.scoring.unclaimed_factor
-        raw.append((finding, rw.group, s, rw.weight))
+            unclaimed = cfg.scoring.unclaimed_factor
+            s *= unclaimed
+        raw.append((finding, rw.group, s, rw.weight, unclaimed))
     totals: dict[str, float] = defaultdict(float)
-    for _, group, s, _w in raw:
+    for _, group, s, _w, _u in raw:
         if s > 0:
             totals[group] += s
     scale = {g: _cap_scale(cfg.groups.get(g), t) for g, t in totals.items()}
@@ -73,11 +75,12 @@ def score(
             score=round(s * scale.get(group, 1.0) if s > 0 else s, 2),
             evidence=f.evidence,
             description=describe(f.rule, cfg.combos),
-            factor=round(f.factor, 3),
-            weight=w,
-            capped=s > 0 and scale.get(group, 1.0) < 1.0,
+            factor=f.factor,
+            weight=weight,
+            unclaimed=unclaimed,
+            capped=scale.get(group, 1.0) if s > 0 else 1.0,
         )
-        for f, group, s, w in raw
+        for f, group, s, weight, unclaimed in raw
         if s != 0
     )
     ordered = tuple(sorted(scored, key=lambda x: -abs(x.score)))

@@ -159,9 +159,12 @@ class ScoredFinding:
     score: float  # after weight and group cap
     evidence: tuple[str, ...]
     description: str
-    factor: float = 1.0  # the finding's factor; score = factor x weight (x cap share)
-    weight: float = 0.0  # the configured weight of the rule
-    capped: bool = False  # the group cap cut this finding's share
+    # How the score came about, for `explain`: factor x weight (x scale without a claim),
+    # then the group cap's share.
+    factor: float = 1.0
+    weight: float = 0.0
+    unclaimed: float = 1.0  # scale applied because no brand was claimed (1.0 = none)
+    capped: float = 1.0  # the group cap's scale (1.0 = not capped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,8 @@ class Verdict:
     summary: str  # one human sentence
     status: str = "ok"  # "ok", or "error" when scanning failed and a fallback was used
     error: str | None = None
+    # Our own DKIM verification, one result per signature; None when it did not run.
+    dkim: tuple[AuthResult, ...] | None = None
 
     @classmethod
     def for_error(cls, exc: BaseException) -> Verdict:

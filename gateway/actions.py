@@ -1,9 +1,12 @@
 """What the gateway does to a message for a verdict: headers, subject prefix, one banner.
 
-Everything works on the raw bytes. Headers are prepended and the rest of the message is left
-as it came, so DKIM signatures over the original headers and body still verify; the banner
-rewrites only the first text/plain and text/html bodies and leaves every other byte of the
-MIME tree alone. Nothing taken from the message reaches a header unsanitised.
+Everything works on the raw bytes. By default only header fields are prepended and the rest
+of the message is left as it came, so DKIM signatures over the original headers and body
+still verify. The banner and the Subject prefix (both off by default) change signed content;
+when an ARC key is configured, such a changed message is ARC-sealed with the authentication
+results from before the change. The banner rewrites only the first text/plain and text/html
+bodies and leaves every other byte of the MIME tree alone. Nothing taken from the message
+reaches a header unsanitised.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import html
 import itertools
 import quopri
 import re
+import textwrap
 from dataclasses import dataclass
 from email.header import Header
 from email.message import Message
@@ -21,8 +25,10 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from filters.types import Verdict
+from gateway.settings import FALLBACK_BANNER, ArcSettings, BannerText, GatewaySettings, Policy
 
 PREFIX = b"x-brandgate-"
+SPAM_PREFIX = b"x-spam-"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _CTRL = re.compile(r"[\x00-\x1f\x7f]+")
 _STRAY_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n|\x00")
@@ -53,12 +59,36 @@ def _fields(block: bytes) -> list[bytes]:
     return out
 
 
-def strip_our_headers(raw: bytes) -> bytes:
-    """Drop every incoming X-Brandgate-* field: a sender must not forge our verdict."""
+_AR_ID = re.compile(rb"^authentication-results[ \t]*:[ \t\r\n]*([^;\s]+)", re.IGNORECASE)
+
+
+def _ours(fld: bytes, spam: bool, authserv_id: bytes | None) -> bool:
+    low = fld[:64].lower()
+    if low.startswith(PREFIX):
+        return True
+    if spam and low.startswith(SPAM_PREFIX):
+        return True
+    if authserv_id and low.startswith(b"authentication-results"):
+        m = _AR_ID.match(fld)
+        # RFC 8601 section 5: results claiming our own authserv-id come from a forger.
+        return m is not None and m.group(1).lower() == authserv_id
+    return False
+
+
+def strip_our_headers(raw: bytes, *, spam: bool = False, authserv_id: str | None = None) -> bytes:
+    """Drop every incoming field that brandgate writes, so that a sender cannot pre-seed a
+    verdict: X-Brandgate-*, X-Spam-* when we write those, Authentication-Results under our
+    own authserv-id."""
     block, rest = split_headers(raw)
-    if PREFIX not in block.lower():
+    low = block.lower()
+    ar_id = authserv_id.lower().encode("ascii", "replace") if authserv_id else None
+    if (
+        PREFIX not in low
+        and not (spam and SPAM_PREFIX in low)
+        and not (ar_id and b"authentication-results" in low)
+    ):
         return raw
-    kept = [f for f in _fields(block) if not f.lower().startswith(PREFIX)]
+    kept = [f for f in _fields(block) if not _ours(f, spam, ar_id)]
     return b"".join(kept) + rest
 
 
@@ -86,6 +116,51 @@ def tag_fields(verdict: Verdict) -> list[tuple[str, str]]:
     if verdict.brand is not None:
         fields.append(("X-Brandgate-Brand", verdict.brand.name))
     return fields
+
+
+def _rules_list(verdict: Verdict, sep: str = ",") -> str:
+    return sep.join(f"{f.rule}={f.score:.2f}" for f in verdict.findings) or "none"
+
+
+def status_fields(verdict: Verdict, required: float) -> list[tuple[str, str]]:
+    """The headers on every scanned message: X-Brandgate-Status (one line a filter can read),
+    then the verdict, score, rules and brand each in its own field."""
+    brand = f" brand={verdict.brand.name}" if verdict.brand is not None else ""
+    status = (
+        f"{verdict.verdict} score={verdict.score:.2f} required={required:.2f}{brand}"
+        f" rules={_rules_list(verdict)}"
+    )
+    return [("X-Brandgate-Status", status), *tag_fields(verdict)]
+
+
+def spam_fields(verdict: Verdict, required: float, version: str) -> list[tuple[str, str]]:
+    """X-Spam-Flag / X-Spam-Status as SpamAssassin writes them (Thunderbird, Sieve, procmail
+    and many webmail rules test exactly these)."""
+    flagged = verdict.verdict != "pass"
+    tests = ",".join(f.rule for f in verdict.findings) or "none"
+    status = (
+        f"{'Yes' if flagged else 'No'}, score={verdict.score:.1f} required={required:.1f} "
+        f"tests={tests} autolearn=disabled version=brandgate-{version}"
+    )
+    out = [("X-Spam-Status", status)]
+    if flagged:
+        out.insert(0, ("X-Spam-Flag", "YES"))
+    return out
+
+
+def auth_results_field(verdict: Verdict, authserv_id: str) -> tuple[str, str] | None:
+    """Authentication-Results for brandgate's own DKIM verification (authres writes it);
+    None when it did not run, since claiming "dkim=none" then would be false."""
+    if verdict.dkim is None:
+        return None
+    import authres
+
+    results = [
+        authres.DKIMAuthenticationResult(result=r.result, header_d=r.domain or None)
+        for r in verdict.dkim
+    ] or [authres.DKIMAuthenticationResult(result="none")]
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
+    return ("Authentication-Results", header.header_value())
 
 
 def error_fields(reason: str) -> list[tuple[str, str]]:
@@ -118,15 +193,24 @@ def prefix_subject(raw: bytes, prefix: str) -> bytes:
 # --------------------------------------------------------------------------- banner
 
 
-def banner_text(verdict: Verdict) -> str:
+def banner_text(verdict: Verdict, text: BannerText | None = None, report: str = "") -> str:
+    """The banner sentence(s): a suspicion in the configured language, never a verdict stated
+    as fact, with where to report the message when the admin gave an address."""
+    t = text or FALLBACK_BANNER
+    safe_report = " ".join(_CTRL.sub(" ", report).split())[:200]
+    # The engine's one sentence (what it saw, in English), for texts that ask for {summary}.
     summary = " ".join(_CTRL.sub(" ", verdict.summary).split())[:400]
-    if verdict.brand is not None:
-        name = verdict.brand.name
-        head = f"This message claims to be {name} but was not sent by {name}."
-    else:
-        head = "This message looks suspicious."
-    text = f"[brandgate] Warning: {head}"
-    return f"{text} {summary}" if summary and summary not in head else text
+    try:
+        if verdict.brand is not None:
+            brand = " ".join(_CTRL.sub(" ", verdict.brand.name).split())[:80]
+            body = t.brand.format(brand=brand, report=safe_report, summary=summary)
+        else:
+            body = t.generic.format(report=safe_report, summary=summary)
+        if safe_report and t.report:
+            body += " " + t.report.format(report=safe_report)
+    except (KeyError, IndexError, ValueError):  # validated at load; belt and braces
+        body = FALLBACK_BANNER.generic
+    return "[brandgate] " + " ".join(_CTRL.sub(" ", body).split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,15 +264,44 @@ def _walk(data: bytes, base: int, depth: int, out: list[_Leaf]) -> None:
         out.append(_Leaf(ctype, head, base + body_at, base + len(data)))
 
 
+# The message's own CSS must not hide the banner: a style sheet rule, even !important, loses
+# to an !important declaration in the element's style attribute, so every property that can
+# hide, shrink, move, clip or blank out the box or its text is set there. The text sits in an
+# inner span with the same treatment, so that rules for the block's ::first-line or for
+# `div div` / `span` reach nothing that shows.
+_BOX_STYLE = (
+    "display:block;visibility:visible;opacity:1;position:relative;z-index:2147483647;"
+    "top:auto;left:auto;right:auto;bottom:auto;float:none;clear:both;transform:none;"
+    "clip:auto;clip-path:none;filter:none;mask:none;width:auto;height:auto;min-height:0;"
+    "max-height:none;max-width:none;overflow:visible;box-sizing:border-box;"
+    "border:2px solid #c00;background:#fee;color:#000;padding:8px;margin:0 0 12px 0;"
+    "text-indent:0;font:14px/1.4 sans-serif;text-align:left;direction:ltr;"
+    "pointer-events:auto;content-visibility:visible"
+)
+_TEXT_STYLE = (
+    "display:inline;visibility:visible;opacity:1;position:static;transform:none;"
+    "font:14px/1.4 sans-serif;color:#000;background:transparent;text-indent:0;"
+    "letter-spacing:normal;word-spacing:normal;text-transform:none;text-shadow:none;"
+    "filter:none;clip-path:none;-webkit-text-fill-color:#000;white-space:normal"
+)
+
+
+def _important(style: str) -> str:
+    # One declaration per line: SMTP lines stay far below 998 characters.
+    return ";\r\n".join(f"{d}!important" for d in style.split(";") if d)
+
+
 def _encode_banner(leaf: _Leaf, text: str, charset: str) -> bytes:
+    lines = textwrap.wrap(text, 76, break_long_words=False, break_on_hyphens=False)
     if leaf.ctype == "text/html":
         block = (
-            '<div data-brandgate-banner="1" style="border:2px solid #c00;background:#fee;'
-            'color:#000;padding:8px;margin:0 0 12px 0;font-family:sans-serif">'
-            f"{html.escape(text)}</div>"
+            f'<div data-brandgate-banner="1" role="alert" style="{_important(_BOX_STYLE)}">'
+            f'<span style="{_important(_TEXT_STYLE)}">'
+            + "\r\n".join(html.escape(ln) for ln in lines)
+            + "</span></div>"
         )
         return block.encode(charset, "xmlcharrefreplace")
-    return (text + "\r\n" + "-" * 60 + "\r\n\r\n").encode(charset)
+    return ("\r\n".join(lines) + "\r\n" + "-" * 60 + "\r\n\r\n").encode(charset)
 
 
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
@@ -227,14 +340,14 @@ def _rewrite_leaf(leaf: _Leaf, body: bytes, text: str) -> bytes | None:
     return None
 
 
-def add_banner(raw: bytes, verdict: Verdict) -> bytes | None:
+def add_banner(raw: bytes, verdict: Verdict, text: str | None = None) -> bytes | None:
     """raw with one banner atop the first text and HTML bodies, or None if none was placed."""
     leaves: list[_Leaf] = []
     _walk(raw, 0, 0, leaves)
     chosen: dict[str, _Leaf] = {}
     for leaf in leaves:
         chosen.setdefault(leaf.ctype, leaf)
-    text = banner_text(verdict)
+    text = text if text is not None else banner_text(verdict)
     out = raw
     placed = False
     # right to left, so earlier offsets stay valid
@@ -249,21 +362,145 @@ def add_banner(raw: bytes, verdict: Verdict) -> bytes | None:
 # --------------------------------------------------------------------------- the action
 
 
-def tagged(
-    raw: bytes, verdict: Verdict, *, banner: bool, subject_prefix: str
+def _rewrite(
+    raw: bytes, verdict: Verdict, banner: bool, text: str | None, subject_prefix: str
 ) -> tuple[bytes, bool]:
-    """The tagged message and whether a banner went in (on failure: headers only)."""
-    body = raw
-    banner_done = False
+    """raw with the banner (when asked and placeable) and the Subject prefix."""
+    body, banner_done = raw, False
     if banner:
         try:
-            with_banner = add_banner(raw, verdict)
+            with_banner = add_banner(raw, verdict, text)
         except Exception:  # a malformed MIME tree must not cost us the message
             with_banner = None
         if with_banner is not None:
             body, banner_done = with_banner, True
-    body = prefix_subject(body, subject_prefix)
+    return prefix_subject(body, subject_prefix), banner_done
+
+
+def tagged(
+    raw: bytes,
+    verdict: Verdict,
+    *,
+    banner: bool,
+    subject_prefix: str,
+    text: str | None = None,
+) -> tuple[bytes, bool]:
+    """The tagged message and whether a banner went in (on failure: headers only)."""
+    body, banner_done = _rewrite(raw, verdict, banner, text, subject_prefix)
     return prepend(body, tag_fields(verdict)), banner_done
+
+
+@dataclass(frozen=True, slots=True)
+class Marking:
+    """How to mark one message: what the gateway settings and the recipient's policy say."""
+
+    required: float  # the score that tags, for X-Brandgate-Status / X-Spam-Status
+    authserv_id: str  # ours, in Authentication-Results
+    version: str = "0"
+    spam_headers: bool = False
+    authentication_results: bool = True
+    banner: bool = False
+    banner_text: BannerText | None = None
+    banner_report: str = ""
+    subject_prefix: str = ""
+    arc: ArcSettings | None = None
+
+
+def marking_for(
+    s: GatewaySettings, policy: Policy, thresholds: dict[str, float], version: str
+) -> Marking:
+    """The Marking that the gateway settings and one recipient's policy give."""
+    return Marking(
+        required=thresholds["tag"],
+        authserv_id=s.our_authserv_id,
+        version=version,
+        spam_headers=s.spam_headers,
+        authentication_results=s.authentication_results,
+        banner=policy.banner,
+        banner_text=s.banner_text(policy.banner_language),
+        banner_report=s.banner_report,
+        subject_prefix=s.subject_prefix,
+        arc=s.arc,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    data: bytes
+    banner: bool  # a banner went in
+    changed: bool  # signed content changed (banner or Subject prefix)
+    arc: str  # "sealed", "off", "not needed", or why it was not sealed
+
+
+def mark(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
+    """The message as it leaves: headers on every message; for `tag` also the Subject prefix
+    and the banner when configured, ARC-sealed when that changed signed content."""
+    body, banner_done = raw, False
+    if action == "tag":
+        text = banner_text(verdict, m.banner_text, m.banner_report) if m.banner else None
+        body, banner_done = _rewrite(raw, verdict, m.banner, text, m.subject_prefix)
+        if m.banner and not banner_done and text is not None and not text.isascii():
+            # A 7-bit ASCII part cannot take this language's letters without re-encoding
+            # it: the English (ASCII) text then, rather than no banner at all.
+            text = banner_text(verdict, FALLBACK_BANNER, m.banner_report)
+            body, banner_done = _rewrite(raw, verdict, True, text, m.subject_prefix)
+    changed = body != raw
+    fields = status_fields(verdict, m.required)
+    if m.spam_headers:
+        fields += spam_fields(verdict, m.required, m.version)
+    ar = auth_results_field(verdict, m.authserv_id)
+    if ar is None and changed and m.arc is not None:
+        # ARC carries what we saw before the change; without our own check, say so.
+        ar = ("Authentication-Results", f"{m.authserv_id}; dkim=none (not verified)")
+    if ar is not None and (m.authentication_results or (changed and m.arc is not None)):
+        fields.insert(0, ar)
+    data = prepend(body, fields)
+    arc_state = "not needed" if not changed else "off"
+    if changed and m.arc is not None:
+        data, arc_state = arc_seal(data, m.arc, m.authserv_id)
+    return Marked(data, banner_done, changed, arc_state)
+
+
+def arc_seal(data: bytes, arc: ArcSettings, authserv_id: str) -> tuple[bytes, str]:
+    """data with an ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) of
+    our Authentication-Results prepended; unchanged, with the reason, when it cannot be."""
+    import dkim
+
+    try:
+        key = arc.key_file.read_bytes()
+        lines = dkim.arc_sign(
+            data,
+            arc.selector.encode("ascii"),
+            arc.domain.encode("ascii"),
+            key,
+            authserv_id.encode("ascii"),
+            include_headers=_ARC_HEADERS,
+        )
+    except Exception as exc:  # a bad key or message must not cost us the message
+        return data, f"failed: {type(exc).__name__}: {exc}"[:200]
+    if not lines:
+        # dkimpy ends the chain for a message that already carries ARC sets we have not
+        # verified (no cv to give): better no seal than a wrong one.
+        return data, "not sealed: earlier ARC sets not verified"
+    head = b"".join(
+        line if line.endswith(b"\r\n") else line.rstrip(b"\n") + b"\r\n" for line in lines
+    )
+    return head + data, "sealed"
+
+
+# The fields an ARC-Message-Signature covers (those a reader sees and a changer would touch).
+_ARC_HEADERS = [
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+]
 
 
 def smtp_text(text: str, limit: int = 300) -> str:

@@ -105,6 +105,39 @@ def count_hint(paths: Sequence[str]) -> int | None:
     return total
 
 
+def estimate_messages(paths: Sequence[str]) -> int | None:
+    """For a progress bar over mbox files, which count_hint cannot count: the From_ lines
+    after a blank line, counted in large blocks (the file is then in the page cache for the
+    scan). An estimate: a body line "From ..." after a blank line counts too. None for stdin,
+    FIFOs and anything unreadable."""
+    total = 0
+    for path in paths:
+        if path == "-":
+            return None
+        files = list(_walk_files(path, None)) if os.path.isdir(path) else [path]
+        for file in files:
+            if not os.path.isfile(file):
+                return None
+            if not file.lower().endswith(MBOX_SUFFIXES) and not _starts_with_from(file):
+                total += 1
+                continue
+            try:
+                total += _count_from_lines(file)
+            except OSError:
+                return None
+    return total or None
+
+
+def _count_from_lines(file: str) -> int:
+    count, tail = 0, b"\n\n"
+    with open(file, "rb") as fh:
+        while block := fh.read(_READ_CHUNK * 4):
+            data = tail + block
+            count += data.count(b"\n\nFrom ") + data.count(b"\n\r\nFrom ")
+            tail = data[-7:]
+    return count
+
+
 # --------------------------------------------------------------------------- walking
 
 

@@ -4,95 +4,161 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-from config.loader import Config, ConfigError, load_config, with_trusted_authserv
+from config.loader import Config, Problems, load_config, suggest, with_trusted_authserv
 from filters.checks import all_rules
 from filters.engine import Engine
 from filters.explain import render
-from gateway.options import add_config, add_trusted_authserv
+from filters.sniff import scan_file
+from gateway.archive import Item, iter_messages
+from gateway.options import add_config, add_trusted_authserv, error
+from gateway.replay import split_source
+from gateway.settings import check_gateway, from_config
 
 
-def _read(path: str) -> bytes:
-    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+def _items(path: str, max_bytes: int) -> Iterator[Item]:
+    """The messages a name stands for: a file (an mbox gives each of its messages), stdin,
+    or one message of an mbox as `scan` names it ("box.mbox#3")."""
+    if path == "-" or os.path.lexists(path):
+        yield from iter_messages([path], max_bytes=max_bytes)
+        return
+    base, num = split_source(path)
+    if num is None or not os.path.lexists(base):
+        raise FileNotFoundError(path)
+    for item in iter_messages([base], max_bytes=max_bytes):
+        if item.source == path:
+            yield item
+            return
+    raise FileNotFoundError(path)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    try:
-        engine = Engine(with_trusted_authserv(load_config(args.config), args.trusted_authserv))
-    except ConfigError as exc:
-        print(f"brandgate: config error: {exc}", file=sys.stderr)
-        return 2
+    config = with_trusted_authserv(load_config(args.config), args.trusted_authserv)
+    engine = Engine(config)
     status = 0
     for path in args.files:
         try:
-            raw = _read(path)
-        except OSError as exc:
-            print(f"brandgate: {path}: {exc.strerror}", file=sys.stderr)
+            for item in _items(path, config.limits.max_message_bytes):
+                _explain_one(engine, item, args.json)
+        except FileNotFoundError:
+            error(f"{path}: no such file, directory or message")
             status = 1
-            continue
-        verdict = engine.scan(raw)
-        if args.json:
-            print(json.dumps({"source": path, **verdict.to_dict()}, ensure_ascii=False))
-        else:
-            print(render(verdict, path))
-            print()
+        except OSError as exc:
+            error(f"{path}: {exc.strerror or exc}")
+            status = 1
     return status
 
 
-def config_problems(cfg: Config) -> list[str]:
+def _explain_one(engine: Engine, item: Item, as_json: bool) -> None:
+    verdict = scan_file(engine, item.raw)
+    if as_json:
+        print(json.dumps({"source": item.source, **verdict.to_dict()}, ensure_ascii=False))
+    else:
+        print(render(verdict, item.source))
+        print()
+
+
+def check_rules(cfg: Config, problems: Problems) -> None:
     """Consistency the per-file validation cannot see: every rule weighted, no stray weights."""
     rules = all_rules()
-    problems = [f"rule {r} has no weight in [rules]" for r in rules if r not in cfg.rules]
-    problems += [f"[rules] {r}: no such rule" for r in cfg.rules if r not in rules]
-    return problems
+    for r in rules:
+        given = any(k.startswith(f"rules.{r}.") or k == f"rules.{r}" for k in cfg.origin)
+        if r not in cfg.rules and not given:  # a given but invalid one is reported already
+            problems.report(cfg.sources[-1], f"rules.{r}", "this rule has no weight")
+    for r in cfg.rules:
+        if r not in rules:
+            where = cfg.origin.get(f"rules.{r}.weight", cfg.sources[-1])
+            problems.report(where, f"rules.{r}", f"no such rule{suggest(r, rules)}")
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """The consistency problems as text (kept for callers of the earlier API)."""
+    p = Problems()
+    check_rules(cfg, p)
+    return [str(e) for e in p.errors]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    problems = config_problems(cfg)
-    try:
-        from gateway.settings import gateway_settings
-
-        gateway_settings(cfg)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    for p in problems:
-        print(f"config error: {cfg.sources[-1]}: {p}", file=sys.stderr)
-    if problems:
-        return 2
-    summary: dict[str, Any] = {
-        "files": list(cfg.sources),
-        "brands": len(cfg.registry),
-        "rules": len(cfg.rules),
-        "lure_terms": len(cfg.lexicon.terms),
-        "thresholds": cfg.thresholds,
-        "trusted_authserv_ids": list(cfg.engine.trusted_authserv_ids),
-    }
-    for key, value in summary.items():
-        print(f"{key}: {value}")
-    print("config OK")
+    cfg = load_config(args.config, extra=[check_rules, check_gateway])
+    settings = from_config(cfg)
+    out = sys.stdout
+    out.write("files read:\n")
+    for f in cfg.files:
+        out.write(f"  {f}\n")
+    admin = [(f, lines) for f, lines in cfg.changes]
+    if admin:
+        out.write("changes over the shipped configuration:\n")
+        for f, lines in admin:
+            out.write(f"  {f}:\n")
+            for line in lines:
+                out.write(f"    {line}\n")
+    t = cfg.thresholds
+    facts = [
+        ("brands", str(len(cfg.registry))),
+        ("rules", str(len(cfg.rules))),
+        ("lure phrases", str(len(cfg.lexicon.terms))),
+        ("thresholds", f"tag {t['tag']:g}, quarantine {t['quarantine']:g}, reject {t['reject']:g}"),
+        ("trusted authserv-ids", ", ".join(cfg.engine.trusted_authserv_ids) or "(none)"),
+        ("allow list", _access_count(cfg, "allow")),
+        ("block list", _access_count(cfg, "block")),
+        ("recipient policies", str(len(settings.recipients))),
+        ("tagging", _tagging(settings)),
+    ]
+    width = max(len(k) for k, _ in facts)
+    for key, value in facts:
+        out.write(f"{key + ':':<{width + 1}} {value}\n")
+    out.write("config OK\n")
     return 0
+
+
+def _access_count(cfg: Config, side: str) -> str:
+    lst = getattr(cfg.access, side)
+    parts = [
+        f"{len(getattr(lst, k))} {k.replace('_', ' ')}"
+        for k in ("addresses", "domains", "authenticated", "link_domains")
+    ]
+    return ", ".join(parts)
+
+
+def _tagging(s: Any) -> str:
+    changes = [
+        name
+        for name, on in (("banner", s.banner), ("subject prefix", bool(s.subject_prefix)))
+        if on
+    ]
+    if not changes:
+        return "headers only (DKIM signatures stay valid)"
+    seal = "ARC-sealed" if s.arc is not None else "not ARC-sealed: DKIM breaks for later hops"
+    return f"headers + {' + '.join(changes)} ({seal})"
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    for rule, desc in sorted(all_rules().items()):
+    rules = sorted(all_rules().items())
+    width = max(len("rule"), *(len(r) for r, _ in rules))
+    gwidth = max(len("group"), *(len(rw.group) for rw in cfg.rules.values()))
+    print(f"{'rule':<{width}}  {'weight':>7}  {'group':<{gwidth}}  description")
+    for rule, desc in rules:
         rw = cfg.rules.get(rule)
-        weight = f"{rw.weight:+5.1f} {rw.group:<10}" if rw else "  (no weight)   "
-        print(f"{rule:<26} {weight} {desc}")
+        weight = f"{rw.weight:+7.2f}" if rw else "   none"
+        group = rw.group if rw else "-"
+        print(f"{rule:<{width}}  {weight}  {group:<{gwidth}}  {desc}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="explain the verdict on one or more messages")
-    p.add_argument("files", nargs="+", metavar="FILE", help=".eml file, or - for stdin")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help=".eml file, mbox (every message), BOX#N (one message of an mbox, as scan names "
+        "it), or - for stdin",
+    )
     add_config(p)
     add_trusted_authserv(p)
     p.add_argument("--json", action="store_true", help="one JSON record per message")

@@ -7,18 +7,24 @@ it to the next hop with its original envelope, and records who released it and w
 from __future__ import annotations
 
 import argparse
+import email.policy
+import getpass
 import json
 import logging
+import os
 import re
 import smtplib
 import sys
 import time
+from collections.abc import Sequence
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
-from gateway.options import add_config
+from gateway.options import add_config, config_error, error
+from gateway.output import one_line
 from gateway.quarantine import Entry, QuarantineStore
 from gateway.relay import XFORWARD_ATTRS
 from gateway.scanpool import default_engine_factory, engine_config_for_serve
@@ -37,6 +43,17 @@ def parse_age(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def invoking_user() -> str:
+    """Who runs the command, for the audit log: the user behind sudo, else the login name."""
+    who = os.environ.get("SUDO_USER")
+    if who:
+        return who
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("quarantine", help="list, show, release, delete or purge quarantined mail")
     common = argparse.ArgumentParser(add_help=False)
@@ -51,17 +68,19 @@ def register(sub: Any) -> None:
     a.add_argument("--raw", action="store_true", help="print the stored message itself")
     a = acts.add_parser("release", parents=[common], help="re-scan and deliver to the next hop")
     a.add_argument("id")
-    a.add_argument("--by", required=True, metavar="WHO", help="who releases it (audit log)")
+    a.add_argument(
+        "--by", default=invoking_user(), metavar="WHO", help="who releases it (default: you)"
+    )
     a.add_argument("--reason", required=True, metavar="WHY", help="why (audit log)")
     a.add_argument("--next-hop", metavar="HOST:PORT", help="override the configured next hop")
     a.add_argument("--force", action="store_true", help="release again after an earlier release")
     a = acts.add_parser("delete", parents=[common], help="delete one message")
     a.add_argument("id")
-    a.add_argument("--by", default="cli", metavar="WHO")
+    a.add_argument("--by", default=invoking_user(), metavar="WHO")
     a.add_argument("--reason", default="", metavar="WHY")
     a = acts.add_parser("purge", parents=[common], help="delete old messages")
     a.add_argument("--older-than", required=True, type=parse_age, metavar="AGE")
-    a.add_argument("--by", default="cli", metavar="WHO")
+    a.add_argument("--by", default=invoking_user(), metavar="WHO")
     p.set_defaults(func=handler)
 
 
@@ -79,7 +98,14 @@ def _load(args: argparse.Namespace, need_config: bool) -> tuple[Config | None, G
 def handler(args: argparse.Namespace) -> int:
     try:
         config, settings = _load(args, need_config=args.qaction == "release")
-        store = QuarantineStore(settings.quarantine_dir).open()
+        qdir = settings.quarantine_dir
+        # A typo in --quarantine-dir must not look like an empty quarantine: only the
+        # gateway creates a store; these commands open an existing one.
+        if not (qdir / "index.sqlite").is_file():
+            where = "--quarantine-dir" if args.quarantine_dir else "gateway.quarantine_dir"
+            error(f"no quarantine at {qdir} (no index.sqlite there); check {where}")
+            return 1
+        store = QuarantineStore(qdir).open()
         if args.qaction == "list":
             return _list(store, args)
         if args.qaction == "show":
@@ -96,10 +122,9 @@ def handler(args: argparse.Namespace) -> int:
         print(f"purged {len(ids)} message(s)")
         return 0
     except ConfigError as exc:
-        print(f"brandgate quarantine: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
     except KeyError as exc:
-        print(f"brandgate quarantine: no such message: {exc.args[0]}", file=sys.stderr)
+        error(f"no such message: {exc.args[0]}")
         return 1
 
 
@@ -108,17 +133,73 @@ def _when(ts: float | None) -> str:
 
 
 def _list(store: QuarantineStore, args: argparse.Namespace) -> int:
-    for e in store.entries(include_gone=args.all):
-        if args.json:
-            print(json.dumps(_as_dict(e), ensure_ascii=False))
-            continue
-        state = "released" if e.released else "deleted" if e.deleted else "held"
-        rcpts = ",".join(e.rcpts)
-        print(
-            f"{e.id}  {_when(e.time)}  {state:8}  {e.verdict:10} {e.score:6.2f}  "
-            f"{e.brand or '-':12}  <{e.mail_from}> -> {rcpts}"
+    entries = store.entries(include_gone=args.all)
+    if args.json:
+        for e in entries:
+            print(json.dumps({**_as_dict(e), "subject": _subject(store, e)}, ensure_ascii=False))
+        return 0
+    if not entries:
+        print("no messages" if args.all else "no messages held")
+        return 0
+    head = ("id", "time", "state", "verdict", "score", "brand", "from", "to", "subject")
+    rows = [
+        (
+            e.id,
+            _when(e.time),
+            "released" if e.released else "deleted" if e.deleted else "held",
+            e.verdict,
+            f"{e.score:.2f}",
+            e.brand or "-",
+            e.mail_from or "<>",
+            ",".join(e.rcpts),
+            _subject(store, e),
         )
+        for e in entries
+    ]
+    print(_columns(head, rows, numeric={4}, clip={5: 20, 6: 36, 7: 36, 8: 60}))
+    held = sum(1 for e in entries if not e.released and not e.deleted)
+    print(f"{len(entries)} {'message' if len(entries) == 1 else 'messages'} ({held} held)")
     return 0
+
+
+def _columns(
+    head: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    numeric: set[int],
+    clip: dict[int, int],
+) -> str:
+    """Aligned columns under a header row; long cells cut with an ellipsis."""
+
+    def cut(i: int, text: str) -> str:
+        text = one_line(text)
+        limit = clip.get(i)
+        return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+    cells = [tuple(cut(i, c) for i, c in enumerate(r)) for r in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(head)]
+
+    def line(r: tuple[str, ...]) -> str:
+        parts = [
+            c.rjust(widths[i]) if i in numeric else c.ljust(widths[i]) for i, c in enumerate(r)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(head), *(line(r) for r in cells)])
+
+
+def _subject(store: QuarantineStore, e: Entry) -> str:
+    """The Subject of the stored message (decoded), "" when it is gone or has none."""
+    try:
+        with store.path_of(e.id).open("rb") as fh:
+            head = fh.read(65536)
+    except (OSError, KeyError):
+        return ""
+    block = re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0]
+    msg = BytesHeaderParser(policy=email.policy.default).parsebytes(block + b"\r\n\r\n")
+    try:
+        return str(msg.get("Subject", "") or "")
+    except Exception:  # a hostile encoded word must not break the listing
+        return ""
 
 
 def _as_dict(e: Entry) -> dict[str, Any]:
@@ -147,12 +228,21 @@ def _show(store: QuarantineStore, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(store.raw(e.id))
         return 0
     out = _as_dict(e)
+    out["subject"] = _subject(store, e)
     out["audit"] = [
-        {"time": t, "action": a, "by": b, "reason": r, "detail": d}
+        {"time": t, "action": a, "by": b, "reason": r, "detail": _json_or_text(d)}
         for t, _qid, a, b, r, d in store.audit(e.id)
     ]
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
+
+
+def _json_or_text(detail: str) -> Any:
+    """An audit detail as the JSON it holds (not a JSON string inside JSON), else the text."""
+    try:
+        return json.loads(detail) if detail else ""
+    except ValueError:
+        return detail
 
 
 def _rescan(config: Config, settings: GatewaySettings, raw: bytes, e: Entry) -> Verdict | None:

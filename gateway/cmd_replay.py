@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from config.loader import ConfigError, load_config
+from config.loader import load_config
 from gateway import replay
 from gateway.cmd_scan import jobs_arg
-from gateway.options import add_config, add_trusted_authserv
+from gateway.options import add_config, add_trusted_authserv, error
 from gateway.report import render
 
 
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_csv_list,
         default=list(replay.DEFAULT_POSITIVE),
         metavar="L,L",
-        help="labels that should be flagged (default: phish,spam)",
+        help="labels that should be flagged (default: phish; spam is out of scope)",
     )
     p.add_argument(
         "--negative",
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_csv_list,
         default=list(replay.DEFAULT_OTHER),
         metavar="L,L",
-        help="more folder names taken as labels, reported but not scored (default: malformed)",
+        help="more folder names taken as labels, reported but not scored (default: spam,malformed)",
     )
     p.add_argument(
         "--jobs", "-j", type=jobs_arg, default=1, metavar="N", help="processes (0 = per core)"
@@ -115,10 +115,10 @@ def _labeller(args: argparse.Namespace) -> replay.Labeller:
 def _progress(args: argparse.Namespace) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
     if args.no_progress or not sys.stderr.isatty():
         return None, lambda: None
-    from gateway.archive import count_hint
+    from gateway.archive import count_hint, estimate_messages
     from gateway.progress import Progress
 
-    bar = Progress(count_hint(args.paths))
+    bar = Progress(count_hint(args.paths) or estimate_messages(args.paths))
     return bar.update, bar.close
 
 
@@ -147,9 +147,7 @@ _WARM_UP = (
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.compare_config is not None and "-" in args.paths:
-        print(
-            "brandgate: --compare-config reads the archive twice: not from stdin", file=sys.stderr
-        )
+        error("--compare-config reads the archive twice: not from stdin")
         return 2
     try:
         options = replay.Options(
@@ -166,9 +164,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # Load both configs before scanning, so a typo fails now rather than in the workers.
         configs = [args.config] + ([args.compare_config] if args.compare_config else [])
         loaded = {c: load_config(c) for c in configs}
-    except (replay.LabelError, ConfigError) as exc:
-        print(f"brandgate: {exc}", file=sys.stderr)
+    except replay.LabelError as exc:
+        error(str(exc))
         return 2
+    # Like scan: an output that cannot be written fails now, not after an hour of replay.
+    for path in (args.report, args.json):
+        if path and path != "-" and (why := unwritable(Path(path))):
+            error(f"cannot write {path}: {why}")
+            return 2
     thresholds = {c: dict(cfg.thresholds) for c, cfg in loaded.items()}
     _warm_up(args.config, args.jobs)
     scanner = replay.EngineScan(
@@ -246,9 +249,26 @@ def write_outputs(doc: dict[str, Any], report: str | None, json_path: str | None
                 continue
             _write_atomic(Path(path), make())
         except OSError as exc:
-            print(f"brandgate: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            error(f"cannot write {path}: {exc.strerror or exc}")
             status = 1
     return status
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (checked by creating and removing a file beside
+    it, as the atomic write will), or None."""
+    if path.is_dir():
+        return "is a directory"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"no such directory: {folder}"
+    probe = folder / f".{path.name}.{os.getpid()}.probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    probe.unlink(missing_ok=True)
+    return None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -267,9 +287,10 @@ def _pct(value: float | None) -> str:
 
 def print_summary(doc: dict[str, Any], out: TextIO) -> None:
     w = out.write
-    if doc.get("note"):
-        w(f"NOTE: {doc['note']}\n")
-    w(f"{doc['messages']} messages in {doc['seconds']} s")
+    for note in doc.get("notes") or ([doc["note"]] if doc.get("note") else []):
+        w(f"NOTE: {note}\n")
+    n = doc["messages"]
+    w(f"{n} {replay.plural(n, 'message')} in {doc['seconds']} s")
     w(f" ({doc['rate']}/s)\n" if doc.get("rate") else "\n")
     w(f"{'label':<12} {'kind':<9} {'total':>7} {'pass':>7} {'tag':>7} {'quar':>7} {'reject':>7}\n")
     for label, row in doc["per_label"].items():
@@ -280,7 +301,8 @@ def print_summary(doc: dict[str, Any], out: TextIO) -> None:
     m = doc["metrics"]
     w(
         f"TP {m['tp']}  FP {m['fp']}  FN {m['fn']}  TN {m['tn']}  precision {_pct(m['precision'])}"
-        f"  recall {_pct(m['recall'])}  F1 {_pct(m['f1'])}  FPR {_pct(m['fpr'])}\n"
+        f"  recall {_pct(m['recall'])}  F1 {_pct(m['f1'])}  FPR {_pct(m['fpr'])}"
+        f" (95 % upper bound {_pct(m.get('fpr_upper95'))})\n"
     )
     sweep = doc["sweep"]
     for key, name, target in (
@@ -293,7 +315,8 @@ def print_summary(doc: dict[str, Any], out: TextIO) -> None:
         else:
             w(
                 f"{name}: lowest threshold with FPR <= {_pct(target)}: {p['threshold']:g} "
-                f"(FP {p['fp']}, FN {p['fn']}, recall {_pct(p['recall'])})\n"
+                f"(FP {p['fp']} in {p['negatives']}, FPR at most {_pct(p.get('fpr_upper95'))} "
+                f"with 95 % confidence; FN {p['fn']}, recall {_pct(p['recall'])})\n"
             )
     fired = [r for r in doc["rules"] if r["hits"]]
     w(f"rules fired: {len(fired)}; never fired: {len(doc['rules_never_fired'])}\n")

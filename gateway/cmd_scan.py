@@ -7,12 +7,16 @@ import os
 import sys
 from typing import Any, TextIO
 
-from config.loader import Config, ConfigError, load_config
-from gateway.archive import ArchiveStats, count_hint, iter_messages
-from gateway.options import add_config, add_trusted_authserv
+from config.loader import Config, load_config
+from gateway.archive import ArchiveStats, count_hint, estimate_messages, iter_messages
+from gateway.options import add_config, add_trusted_authserv, error
 from gateway.output import FORMATS, Tally, make_writer, summary_table
 from gateway.parallel import ScannerFactory, scan_items
 from gateway.progress import Progress
+
+# --exit-code: what a script or a Sieve/procmail rule can test, as with `spamassassin -e`.
+EXIT_FLAGGED = 1  # some message got tag, quarantine or reject
+EXIT_UNSCANNED = 3  # nothing flagged, but some message could not be read or scanned
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +38,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write records here (default stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument(
+        "-e",
+        "--exit-code",
+        action="store_true",
+        help=f"exit {EXIT_FLAGGED} when any message is tagged or worse (like spamassassin -e), "
+        f"{EXIT_UNSCANNED} when none was but some could not be scanned",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,17 +67,13 @@ def scan_command(args: argparse.Namespace, *, factory: ScannerFactory | None = N
     """The scan itself; `factory` replaces the engine in tests."""
     missing = [p for p in args.paths if p != "-" and not os.path.lexists(p)]
     if missing:
-        print(f"brandgate scan: no such file or directory: {missing[0]}", file=sys.stderr)
+        error(f"no such file or directory: {missing[0]}")
         return 2
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"brandgate scan: configuration error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     try:
         out = _open_output(args.output)
     except OSError as exc:
-        print(f"brandgate scan: cannot write {args.output}: {exc}", file=sys.stderr)
+        error(f"cannot write {args.output}: {exc.strerror or exc}")
         return 2
     try:
         return _scan(args, config, out, factory)
@@ -100,7 +107,8 @@ def _scan(
     # between them would only garble both.
     records_on_tty = out is sys.stdout and _isatty(sys.stdout)
     show_progress = not (args.no_progress or args.quiet or records_on_tty) and _isatty(sys.stderr)
-    progress = Progress(count_hint(args.paths) if show_progress else None, enabled=show_progress)
+    total = (count_hint(args.paths) or estimate_messages(args.paths)) if show_progress else None
+    progress = Progress(total, enabled=show_progress)
     writer = make_writer(args.format, out)
     tally = Tally()
     results = scan_items(
@@ -138,7 +146,14 @@ def _scan(
             dest.write("\n")
         dest.write(table)
         dest.flush()
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    if getattr(args, "exit_code", False):
+        if sum(n for v, n in tally.verdicts.items() if v != "pass"):
+            return EXIT_FLAGGED
+        if tally.scan_errors or stats.errors:
+            return EXIT_UNSCANNED
+    return 0
 
 
 def _isatty(stream: TextIO) -> bool:

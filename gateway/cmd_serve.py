@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.options import add_config, add_trusted_authserv
+from gateway.options import add_config, add_trusted_authserv, config_error
 from gateway.scanpool import EngineFactory, default_engine_factory
 from gateway.server import Gateway, build_gateway
 
@@ -62,8 +61,7 @@ def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine
     try:
         gateway = build_gateway(args.config, overrides_from(args), engine_factory=engine_factory)
     except ConfigError as exc:
-        print(f"brandgate serve: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
     return asyncio.run(serve(gateway))
 
 

@@ -219,9 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = doc.pop("_model")
     status = 0
     if args.out:
-        status = _write_overlay(
-            Path(args.out), tune.overlay_toml(model, prior, _header(doc))
-        )
+        status = _write_overlay(Path(args.out), tune.overlay_toml(model, prior, _header(doc)))
     if args.json:
         text = json.dumps(doc, indent=1) + "\n"
         if args.json == "-":

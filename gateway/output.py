@@ -129,6 +129,7 @@ class Tally:
 
     verdicts: Counter[str] = field(default_factory=Counter)
     scan_errors: int = 0  # records with status "error" (the engine's fallback was used)
+    not_mail: int = 0  # files that are no mail (status "not-mail"): not scanned
     messages: int = 0
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
@@ -136,7 +137,10 @@ class Tally:
     def add(self, verdict: Mapping[str, Any]) -> None:
         self.messages += 1
         self.verdicts[str(verdict.get("verdict", "?"))] += 1
-        if verdict.get("status", "ok") != "ok":
+        status = verdict.get("status", "ok")
+        if status == "not-mail":
+            self.not_mail += 1
+        elif status != "ok":
             self.scan_errors += 1
 
     def stop(self) -> None:
@@ -150,6 +154,10 @@ class Tally:
     @property
     def rate(self) -> float:
         return self.messages / self.elapsed
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
 
 
 def summary_table(
@@ -170,13 +178,18 @@ def summary_table(
         lines.append(f"{name:<12}{count:>10}{share:>8.1f}%")
     lines.append(f"{'total':<12}{total:>10}{100.0 if total else 0.0:>8.1f}%")
     lines.append(
-        f"{total} messages in {tally.elapsed:.2f} s: {tally.rate:.1f} msg/s"
-        f" ({jobs} job{'s' if jobs != 1 else ''})"
+        f"{total} {_plural(total, 'message')} in {tally.elapsed:.2f} s: {tally.rate:.1f} msg/s"
+        f" ({jobs} {_plural(jobs, 'job')})"
     )
     lines.append(
         f"errors: {tally.scan_errors} scan, {archive_errors} unreadable; "
         f"{oversize} over the size limit"
     )
+    if tally.not_mail:
+        lines.append(
+            f"not mail: {tally.not_mail} {_plural(tally.not_mail, 'file')} (empty, binary or "
+            "without a mail header) passed over, counted as pass above"
+        )
     if interrupted:
         lines.append("interrupted: the results above are partial")
     return "\n".join(lines) + "\n"

@@ -37,6 +37,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from filters.sniff import scan_file
 from gateway.archive import Item
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def scan_item(item: Item) -> tuple[str, dict[str, Any]]:
 def scan_with(scanner: Scanner, item: Item) -> tuple[str, dict[str, Any]]:
     """(source, record); never raises for a bad message."""
     try:
-        return item.source, scanner.scan(item.raw).to_dict()
+        return item.source, scan_file(scanner, item.raw).to_dict()
     except Exception as exc:  # Engine.scan never raises; a fake or a bug must not stop a run
         log.exception("scan failed for %s", item.source)
         return item.source, error_record(exc)

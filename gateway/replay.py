@@ -37,10 +37,17 @@ PairFn = Callable[
 Labeller = Callable[[str], str | None]
 
 UNLABELLED = "unlabelled"
-DEFAULT_POSITIVE = ("phish", "spam")
+# brandgate catches brand misuse, not spam in general: by default only phish is a positive,
+# and spam is reported per label but left out of precision and recall.
+DEFAULT_POSITIVE = ("phish",)
 DEFAULT_NEGATIVE = ("ham",)
 # Folder names that are labels even though they are neither positive nor negative by default.
-DEFAULT_OTHER = ("malformed",)
+DEFAULT_OTHER = ("spam", "malformed")
+# Labels whose mail is outside what brandgate is for: counted as positives, they pull recall
+# down for mail it was never meant to flag, so the report warns.
+OUT_OF_SCOPE = ("spam",)
+NOT_MAIL = "not-mail"  # the status of a file that is no mail (filters.sniff)
+NO_CLAIM = "(no brand claimed)"
 LIST_CAP = 500
 SCHEMA = "brandgate-replay/1"
 
@@ -219,8 +226,14 @@ class Tally:
         self.rule_score: defaultdict[str, float] = defaultdict(float)  # rule -> summed score
         self.false_pos = _Capped(list_cap)
         self.false_neg = _Capped(list_cap)
+        self.not_mail = _Capped(min(list_cap, 50))  # files that are no mail: not scored
+        # brand claimed -> label -> [messages, flagged]
+        self.brands: dict[str, dict[str, list[int]]] = {}
 
     def add(self, source: str, label: str, d: dict[str, Any]) -> None:
+        if d.get("status") == NOT_MAIL:
+            self.not_mail.add(lambda: {"source": source, "label": label, "why": d.get("summary")})
+            return
         self.messages += 1
         verdict = str(d.get("verdict", "pass"))
         vi = _VERDICT_INDEX.get(verdict, 0)
@@ -242,6 +255,10 @@ class Tally:
                 if hits is None:
                     hits = self.rule_hits[rule] = Counter()
                 hits[label] += 1
+        per_brand = self.brands.setdefault(str(d.get("brand") or NO_CLAIM), {})
+        cell = per_brand.setdefault(label, [0, 0])
+        cell[0] += 1
+        cell[1] += vi > 0
         kind = self.policy.kind(label)
         if kind == "negative" and vi > 0:
             self.false_pos.add(lambda: brief(source, label, d))
@@ -274,6 +291,20 @@ class Tally:
             row["errors"] = self.errors.get(label, 0)
             out[label] = row
         return out
+
+    def brand_stats(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Per brand claimed: messages and flagged ones per label kind, most mail first."""
+        rows = []
+        for brand, per_label in self.brands.items():
+            row: dict[str, Any] = {"brand": brand}
+            for kind in ("positive", "negative", "other"):
+                cells = [c for lb, c in per_label.items() if self.policy.kind(lb) == kind]
+                row[kind] = sum(c[0] for c in cells)
+                row[f"{kind}_flagged"] = sum(c[1] for c in cells)
+            row["recall"] = _r(_ratio(row["positive_flagged"], row["positive"]))
+            rows.append(row)
+        rows.sort(key=lambda r: (-(r["positive"] + r["negative"] + r["other"]), r["brand"]))
+        return rows[:limit]
 
     def kind_scores(self, kind: str) -> Counter[int]:
         acc: Counter[int] = Counter()
@@ -328,6 +359,39 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n may be large)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k + 1):
+        log_term = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+        total += math.exp(log_term + i * lp + (n - i) * lq)
+    return min(1.0, total)
+
+
+def upper_bound(k: int, n: int, confidence: float = 0.95) -> float | None:
+    """One-sided Clopper-Pearson upper bound of a rate seen k times in n: with 0 false
+    positives in 711 negatives, the false-positive rate is still only known to be below
+    0.42 % (95 %). None without trials."""
+    if n <= 0:
+        return None
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    lo, hi = k / n, 1.0
+    for _ in range(60):  # bisection: binom_cdf falls as p rises
+        mid = (lo + hi) / 2
+        if _binom_cdf(k, n, mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def confusion(tp: int, fp: int, fn: int, tn: int) -> dict[str, Any]:
     """Precision, recall, F1 and false-positive rate; None where a figure is undefined."""
     precision = _ratio(tp, tp + fp)
@@ -348,6 +412,18 @@ def confusion(tp: int, fp: int, fn: int, tn: int) -> dict[str, Any]:
         "recall": _r(recall),
         "f1": _r(f1),
         "fpr": _r(_ratio(fp, fp + tn), 6),
+    }
+
+
+def with_bounds(m: dict[str, Any]) -> dict[str, Any]:
+    """Confusion figures plus the 95 % upper bound of the false-positive rate (and the lower
+    bound of recall, from the same bound on the miss rate)."""
+    fpr_hi = upper_bound(m["fp"], m["fp"] + m["tn"])
+    miss_hi = upper_bound(m["fn"], m["tp"] + m["fn"])
+    return {
+        **m,
+        "fpr_upper95": _r(fpr_hi, 6),
+        "recall_lower95": None if miss_hi is None else _r(1.0 - miss_hi),
     }
 
 
@@ -571,10 +647,16 @@ def _tally_section(tally: Tally, thresholds: dict[str, float], options: Options)
     quarantine = lowest_meeting(points, options.target_fpr_quarantine)
     if tag is not None and quarantine is not None and quarantine["threshold"] < tag["threshold"]:
         quarantine = tag  # quarantine may never sit below tag
+    if tag is not None:
+        tag = with_bounds(tag)
+    if quarantine is not None:
+        quarantine = with_bounds(quarantine)
     return {
         "thresholds": thresholds,
         "per_label": tally.per_label(),
-        "metrics": tally.metrics(),
+        "metrics": with_bounds(tally.metrics()),
+        "brands": tally.brand_stats(),
+        "not_mail": tally.not_mail.to_dict(),
         "false_positives": tally.false_pos.to_dict(),
         "false_negatives": tally.false_neg.to_dict(),
         "sweep": {
@@ -594,9 +676,18 @@ def _tally_section(tally: Tally, thresholds: dict[str, float], options: Options)
 def result(out: Outcome) -> dict[str, Any]:
     """The JSON-ready record of a replay; the HTML report is drawn from exactly this."""
     opts = out.options
-    note = None
+    notes = []
     if out.interrupted:
-        note = f"Interrupted (Ctrl-C) after {out.tally.messages} messages: figures are partial."
+        notes.append(
+            f"Interrupted (Ctrl-C) after {out.tally.messages} messages: figures are partial."
+        )
+    notes += scope_warnings(opts.policy, out.tally)
+    if out.tally.not_mail.total:
+        notes.append(
+            f"{out.tally.not_mail.total} {plural(out.tally.not_mail.total, 'file')} "
+            "were no mail (empty, binary, no mail header) and were not scored."
+        )
+    note = " ".join(notes) or None
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -609,6 +700,7 @@ def result(out: Outcome) -> dict[str, Any]:
         },
         "complete": not out.interrupted,
         "note": note,
+        "notes": notes,
         "messages": out.tally.messages,
         "seconds": round(out.seconds, 2),
         "rate": round(out.tally.messages / out.seconds, 1) if out.seconds > 0 else None,
@@ -625,6 +717,29 @@ def result(out: Outcome) -> dict[str, Any]:
             "changed": out.diff.to_dict(),
         }
     return doc
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return word if n == 1 else (many or word + "s")
+
+
+def scope_warnings(policy: LabelPolicy, tally: Tally) -> list[str]:
+    """Say so when out-of-scope labels (spam) are counted as positives, with each positive
+    label's own recall, since one headline recall hides how far apart they are."""
+    out_of_scope = sorted(policy.positive & set(OUT_OF_SCOPE))
+    if not out_of_scope:
+        return []
+    per = tally.per_label()
+    recalls = [
+        f"{lb} {100 * row['flagged'] / row['total']:.0f} %"
+        for lb, row in per.items()
+        if row["kind"] == "positive" and row["total"]
+    ]
+    return [
+        f"Counted as positives: {', '.join(out_of_scope)}, which brandgate does not aim to "
+        "catch (it catches brand misuse, not spam in general); recall per label: "
+        f"{', '.join(recalls) or 'none'}. Leave them out with --positive phish."
+    ]
 
 
 # --------------------------------------------------------------------------- the real engine
@@ -678,8 +793,11 @@ class EngineScan:
 
         engine_a = build_engine(config_a, self.trusted)
         engine_b = build_engine(config_b, self.trusted)
+        from filters.sniff import scan_file
+
         for item in self._items(paths, True):
-            yield item.source, engine_a.scan(item.raw).to_dict(), engine_b.scan(item.raw).to_dict()
+            a, b = scan_file(engine_a, item.raw), scan_file(engine_b, item.raw)
+            yield item.source, a.to_dict(), b.to_dict()
 
 
 def config_thresholds(config: str | None) -> dict[str, float]:

@@ -57,6 +57,12 @@ def _num(value: Any, pct: bool = False) -> str:
     return _e(value)
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def colour(label: str, index: int = 0) -> str:
     return _COLOURS.get(label, _FALLBACK[index % len(_FALLBACK)])
 
@@ -96,10 +102,13 @@ def _metrics_table(doc: dict[str, Any]) -> str:
         ("recall", True),
         ("f1", True),
         ("fpr", True),
+        ("fpr_upper95", True),
+        ("recall_lower95", True),
     ]
     rows = []
     for key, pct in keys:
-        rows.append([_e(key)] + [_num(col["metrics"].get(key), pct) for _, col in columns])
+        name = _FIGURE_NAMES.get(key, key)
+        rows.append([_e(name)] + [_num(col["metrics"].get(key), pct) for _, col in columns])
     thr = [_e("thresholds (tag/quarantine/reject)")]
     for _, col in columns:
         t = col.get("thresholds") or {}
@@ -107,6 +116,74 @@ def _metrics_table(doc: dict[str, Any]) -> str:
     rows.append(thr)
     head = ["figure"] + [name for name, _ in columns]
     return _table(head, rows, "metrics", numeric=range(1, len(columns) + 1))
+
+
+_FIGURE_NAMES = {
+    "fpr": "false-positive rate",
+    "fpr_upper95": "false-positive rate, 95 % upper bound",
+    "recall_lower95": "recall, 95 % lower bound",
+}
+
+
+def _confusion_table(m: dict[str, Any]) -> str:
+    """The 2 x 2 table: what the labels say against what brandgate did."""
+    head = ["", "flagged (tag or worse)", "passed", "total"]
+    rows = [
+        [
+            "<b>positive</b> (should be flagged)",
+            f"TP {_num(m['tp'])}",
+            f"FN {_num(m['fn'])}",
+            _num(m["positives"]),
+        ],
+        [
+            "<b>negative</b> (should pass)",
+            f"FP {_num(m['fp'])}",
+            f"TN {_num(m['tn'])}",
+            _num(m["negatives"]),
+        ],
+    ]
+    return _table(head, rows, "confusion", numeric=(1, 2, 3))
+
+
+def _brand_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No messages.</p>"
+    head = [
+        "brand claimed",
+        "positives",
+        "flagged",
+        "recall",
+        "negatives",
+        "flagged (FP)",
+        "other",
+        "other flagged",
+    ]
+    body = [
+        [
+            _e(r["brand"]),
+            _num(r["positive"]),
+            _num(r["positive_flagged"]),
+            _num(r["recall"], True),
+            _num(r["negative"]),
+            _num(r["negative_flagged"]),
+            _num(r["other"]),
+            _num(r["other_flagged"]),
+        ]
+        for r in rows
+    ]
+    return _table(head, body, "brands", numeric=range(1, len(head)))
+
+
+def _brands(rows: list[dict[str, Any]], shown: int = 12) -> str:
+    """The brands with the most mail in view, the rest one click away."""
+    if len(rows) <= shown:
+        return _brand_table(rows)
+    return (
+        _brand_table(rows[:shown])
+        + f"<details><summary>{len(rows) - shown} more brands</summary>"
+        + _brand_table(rows[shown:])
+        + "</details>"
+    )
 
 
 def _per_label_table(per_label: dict[str, dict[str, Any]]) -> str:
@@ -220,7 +297,7 @@ def _sweep_table(sweep: dict[str, Any]) -> str:
     ]
     note = f"{len(points)} candidate thresholds"
     if step > 1:
-        note += f"; every {step}th shown here, all of them in the JSON output"
+        note += f"; every {ordinal(step)} shown here, all of them in the JSON output"
     return f"<p class=muted>{_e(note)}.</p>" + _table(head, rows, "sweep", numeric=range(6))
 
 
@@ -231,11 +308,30 @@ def _recommendation(sweep: dict[str, Any]) -> str:
                 f"<li>{_e(name)}: no threshold reaches a false-positive rate of "
                 f"{_num(target, True)} (or there are no negatives).</li>"
             )
+        upper = point.get("fpr_upper95")
+        caveat = ""
+        if upper is not None and upper > target:
+            # With n negatives and no FP, the rate is only known to be below about 3/n.
+            need = math.ceil(-math.log(0.05) / target) if target > 0 else None
+            caveat = (
+                f" <b>Not shown to meet the target:</b> with {point['fp']} false "
+                f"{'positive' if point['fp'] == 1 else 'positives'} in {point['negatives']} "
+                f"negatives the false-positive rate is only known to be below "
+                f"{_num(upper, True)} (95 % confidence)"
+                + (
+                    f"; about {need} negatives are needed to show {_num(target, True)}"
+                    if need
+                    else ""
+                )
+                + "."
+            )
         return (
             f"<li>{_e(name)}: lowest threshold with FPR ≤ {_num(target, True)} is "
-            f"<b>{_num(float(point['threshold']))}</b>: FP {point['fp']}, FN {point['fn']}, "
+            f"<b>{_num(float(point['threshold']))}</b>: FP {point['fp']} in "
+            f"{point['negatives']}, FN {point['fn']}, "
             f"recall {_num(point['recall'], True)}, "
-            f"precision {_num(point['precision'], True)}.</li>"
+            f"precision {_num(point['precision'], True)}; 95 % upper bound of the "
+            f"false-positive rate {_num(upper, True)}.{caveat}</li>"
         )
 
     return (
@@ -315,8 +411,8 @@ def histogram_svg(
 
 def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] | None]) -> str:
     """Precision against recall over the threshold sweep, with the named operating points."""
-    w, h, m = 380, 300, 42
-    pw, ph = w - 2 * m, h - 2 * m
+    w, h, m = 400, 330, 42
+    pw, ph = w - 2 * m, 300 - 2 * m
 
     def xy(p: dict[str, Any]) -> tuple[float, float]:
         return m + pw * float(p["recall"]), m + ph * (1 - float(p["precision"]))
@@ -333,7 +429,8 @@ def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] |
             f'text-anchor="end">{v:.1f}</text>'
         )
     out.append(
-        f'<text x="{m + pw / 2}" y="{h - 8}" font-size="11" text-anchor="middle">recall</text>'
+        f'<text x="{m + pw / 2}" y="{m + ph + 28}" font-size="11" '
+        'text-anchor="middle">recall</text>'
         f'<text x="12" y="{m + ph / 2}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 12 {m + ph / 2})">precision</text>'
     )
@@ -341,19 +438,38 @@ def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] |
     if usable:
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(p) for p in usable))
         out.append(f'<polyline points="{path}" fill="none" stroke="#2e86c1" stroke-width="2"/>')
+    # The operating points are often on top of each other: each gets its own colour and
+    # shape, named in a legend below the plot rather than in labels that would overlap.
+    legend_y = m + ph + 50
+    shown = 0
     for i, (name, p) in enumerate(marks.items()):
         if p is None or p["precision"] is None or p["recall"] is None:
             continue
         x, y = xy(p)
-        dy = -6 if i % 2 == 0 else 14  # alternate label sides: the points are often close
+        fill = _MARK_COLOURS[i % len(_MARK_COLOURS)]
         tip = f"{name}: threshold {float(p['threshold']):g}"
+        out.append(_marker(i, x, y, fill, tip))
+        lx = m + shown * 170
         out.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#c0392b">'
-            f"<title>{_e(tip)}</title></circle>"
-            f'<text x="{x + 6:.1f}" y="{y + dy:.1f}" font-size="10">{_e(name)}</text>'
+            _marker(i, lx + 5, legend_y - 4, fill, tip)
+            + f'<text x="{lx + 14:.1f}" y="{legend_y:.1f}" font-size="11">'
+            f"{_e(tip)}</text>"
         )
+        shown += 1
     out.append("</svg>")
     return "".join(out)
+
+
+_MARK_COLOURS = ("#c0392b", "#27ae60", "#8e44ad", "#d35400")
+
+
+def _marker(i: int, x: float, y: float, fill: str, tip: str) -> str:
+    title = f"<title>{_e(tip)}</title>"
+    if i % 2 == 0:
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}">{title}</circle>'
+    # a diamond, so that two points at one place stay apart to the eye
+    pts = f"{x:.1f},{y - 6:.1f} {x + 6:.1f},{y:.1f} {x:.1f},{y + 6:.1f} {x - 6:.1f},{y:.1f}"
+    return f'<polygon points="{pts}" fill="none" stroke="{fill}" stroke-width="2">{title}</polygon>'
 
 
 def _histograms(doc: dict[str, Any]) -> str:
@@ -398,13 +514,16 @@ def render(doc: dict[str, Any]) -> str:
         f"{_e(doc.get('config') or '(shipped)')}</code>; generated {_e(doc['generated'])}"
         f"{_e(rate)}.</p>",
     ]
-    if doc.get("note"):
-        parts.append(f'<p class="note">{_e(doc["note"])}</p>')
+    for note in doc.get("notes") or ([doc["note"]] if doc.get("note") else []):
+        parts.append(f'<p class="note">{_e(note)}</p>')
     parts += [
         '<h2 id="metrics">Metrics at the configured thresholds</h2>',
+        _confusion_table(doc["metrics"]),
         _metrics_table(doc),
         "<h2>Verdicts per label</h2>",
         _per_label_table(doc["per_label"]),
+        '<h2 id="brands">Per brand claimed</h2>',
+        _brands(doc.get("brands") or []),
         '<h2 id="histogram">Score histogram per label</h2>',
         _histograms(doc),
         '<h2 id="pr">Precision / recall</h2>',
@@ -429,6 +548,16 @@ def render(doc: dict[str, Any]) -> str:
         _message_list("False positives", doc["false_positives"], open_=True),
         _message_list("False negatives", doc["false_negatives"]),
     ]
+    skipped = doc.get("not_mail") or {}
+    if skipped.get("total"):
+        rows = [
+            [f"<code>{_e(x['source'])}</code>", _e(x["label"]), _e(x["why"])]
+            for x in skipped["shown"]
+        ]
+        parts += [
+            f'<h2 id="not-mail">Not mail, not scored: {skipped["total"]}</h2>',
+            _table(["source", "label", "why"], rows, "not-mail"),
+        ]
     if "compare" in doc:
         cmp = doc["compare"]
         parts += [

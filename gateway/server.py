@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from config.loader import SHIPPED_DIR, Config, ConfigError, load_config
+from filters.scoring import decide
 from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.metrics import Metrics
@@ -41,7 +42,14 @@ from gateway.scanpool import (
     default_engine_factory,
     engine_config_for_serve,
 )
-from gateway.settings import GatewaySettings, from_config, with_overrides
+from gateway.settings import (
+    GatewaySettings,
+    check_gateway,
+    from_config,
+    tls_context,
+    with_overrides,
+)
+from gateway.version import version
 
 log = logging.getLogger("brandgate.gateway")
 msglog = logging.getLogger("brandgate.message")
@@ -179,6 +187,25 @@ class Handler:
         server.xforward = {}
         return [*responses[:-1], "250-" + XFORWARD_EHLO, responses[-1]]
 
+    async def handle_RCPT(
+        self,
+        server: GatewaySMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        # One DATA answer covers every recipient, so one transaction holds recipients of one
+        # policy; the client sends the others in a transaction of their own (RFC 5321 4.5.3.1.10).
+        settings = self.gateway.settings
+        if envelope.rcpt_tos and settings.recipients:
+            first = settings.policy_for(envelope.rcpt_tos[0]).key
+            if settings.policy_for(address).key != first:
+                return "452 4.5.3 Recipient of another policy: send it in a new transaction"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
     async def handle_RSET(
         self, server: GatewaySMTP, session: Session, envelope: SmtpEnvelope
     ) -> str:
@@ -222,6 +249,12 @@ class Gateway:
         self.draining = False
         self.server: asyncio.base_events.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # STARTTLS when a certificate is configured (loaded once; a restart picks up a new one)
+        self.tls = (
+            tls_context(settings.tls_cert, settings.tls_key)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
 
     # ----------------------------------------------------------------------- life cycle
 
@@ -266,6 +299,7 @@ class Gateway:
             enable_SMTPUTF8=True,
             timeout=s.command_timeout,
             loop=asyncio.get_running_loop(),
+            tls_context=self.tls,
         )
 
     async def reload(self) -> bool:
@@ -376,12 +410,13 @@ class Gateway:
             "rcpts": ",".join(rcpts),
             "size": len(raw),
         }
-        clean = actions.strip_our_headers(raw)
+        clean = actions.strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
         reply = await self._decide_and_act(clean, raw, envelope, options, xf, env.smtp_utf8, record)
         record["ms"] = round((time.monotonic() - t0) * 1000)
         record["reply"] = reply
-        msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in record.items() if v is not None))
+        fields = {k: v for k, v in record.items() if v is not None}
+        msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in fields.items()), extra={"fields": fields})
         return reply
 
     @staticmethod
@@ -422,7 +457,13 @@ class Gateway:
             return await self._relay(data, envelope, options, xforward, smtputf8, record)
         finally:
             self.metrics.scan_seconds.observe(time.monotonic() - t_scan)
-        action = s.action_for(verdict.verdict)
+        policy = s.policy_for(envelope.rcpt_tos[0]) if envelope.rcpt_tos else s.policy_for("")
+        thresholds = policy.thresholds or self.config.thresholds
+        if policy.thresholds is not None:
+            verdict = replace(verdict, verdict=decide(verdict.score, policy.thresholds))
+        action = s.action_for(verdict.verdict, policy)
+        if policy.key:
+            record["policy"] = policy.key
         record.update(
             verdict=verdict.verdict,
             action=action,
@@ -435,13 +476,16 @@ class Gateway:
             return actions.reject_reply(verdict)
         if action == "quarantine":
             return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        data = clean
+        marking = actions.marking_for(s, policy, thresholds, version())
+        if action == "tag" and s.arc is not None:
+            marked = await asyncio.to_thread(actions.mark, clean, verdict, marking, action)
+        else:
+            marked = actions.mark(clean, verdict, marking, action)
         if action == "tag":
-            data, banner = actions.tagged(
-                clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
-            )
-            record["banner"] = "yes" if banner else "no"
-        return await self._relay(data, envelope, options, xforward, smtputf8, record)
+            record["banner"] = "yes" if marked.banner else "no"
+            if marked.changed:
+                record["arc"] = marked.arc
+        return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
 
     async def _relay(
         self,
@@ -517,7 +561,7 @@ def build_gateway(
     engine_factory: EngineFactory = default_engine_factory,
 ) -> Gateway:
     """Load config, validate [gateway], apply flags. Raises ConfigError."""
-    config = load_config(config_path)
+    config = load_config(config_path, extra=[check_gateway])
     settings = with_overrides(from_config(config), **overrides)
     return Gateway(
         config,

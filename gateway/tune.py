@@ -132,6 +132,8 @@ class FitOptions:
     ham_cost: float = 4.0  # one ham counts this many phish in the loss
     brand_ham_cost: float = 3.0  # and legitimate brand mail this much more again
     min_support: int = 8  # labelled messages a rule must fire on to be learned
+    # The admin's allow and block lists are policy, not evidence: never learned.
+    fixed_groups: frozenset[str] = frozenset({"allow", "block"})
     target_fpr: float = 0.002  # tag: share of training ham allowed over the threshold
     target_fpr_quarantine: float = 0.0005
     target_fpr_reject: float = 0.0
@@ -203,7 +205,11 @@ def fit(samples: Sequence[Sample], prior: Prior, opt: FitOptions) -> Model:
         for rule in s.x:
             support[rule] += 1
     learned = tuple(
-        r for r in sorted(prior.weights) if support[r] >= opt.min_support and prior.weights[r]
+        r
+        for r in sorted(prior.weights)
+        if support[r] >= opt.min_support
+        and prior.weights[r]
+        and prior.groups.get(r) not in opt.fixed_groups
     )
     col = {r: i for i, r in enumerate(learned)}
     x = np.zeros((len(rows), len(learned)))

@@ -10,6 +10,7 @@ import pytest
 
 from filters.checks import (
     CHECKS,
+    allow_block,
     auth_claim,
     brand_sender,
     link_diversion,
@@ -19,6 +20,7 @@ from filters.checks import (
     reply_to,
     structure,
 )
+from filters.context import AccessList, AccessLists
 from filters.types import AuthResult, Features, Finding, Part
 from tests.factories import CTX, addr, claim, dkim_pass, features, link
 
@@ -349,3 +351,91 @@ def test_every_rule_is_weighted_described_and_tested() -> None:
             assert rule in cfg.rules, f"{rule} has no weight in config/brandgate.toml"
             assert desc and desc[0].isupper(), f"{rule} needs a description"
             assert rule in source or rule in lookalike_tests, f"{rule} has no test"
+
+
+# --------------------------------------------------------------------- allow_block
+
+ACCESS = AccessLists(
+    allow=AccessList(
+        addresses=("billing@partner.example",),
+        domains=("partner.example",),
+        authenticated=("bank-partner.example",),
+        link_domains=("intranet.example",),
+    ),
+    block=AccessList(
+        addresses=("boss@ceo-fraud.example",),
+        domains=("spam-house.example",),
+        authenticated=("bad-esp.example",),
+        link_domains=("evil-links.example",),
+    ),
+)
+ACCESS_CTX = replace(CTX, access=ACCESS)
+
+
+def _lists(f: Features) -> dict[str, tuple[str, ...]]:
+    return {x.rule: x.evidence for x in allow_block.run(f, None, ACCESS_CTX)}
+
+
+def test_allowlist_from_fires_on_address_and_domain_and_names_the_entry() -> None:
+    found = _lists(features("news@mail.partner.example"))
+    assert found == {
+        "ALLOWLIST_FROM": ("From news@mail.partner.example is in listed domain partner.example",)
+    }
+    assert "ALLOWLIST_FROM" in _lists(
+        features("x@y.example", return_path=addr("billing@partner.example"))
+    )
+
+
+def test_allowlist_from_silent_for_a_lookalike_domain() -> None:
+    # partner.example.evil.example is not a subdomain of partner.example.
+    assert _lists(features("news@partner.example.evil.example")) == {}
+
+
+def test_allowlist_auth_needs_a_verified_signature() -> None:
+    signed = features("x@bank-partner.example", auth=(dkim_pass("mail.bank-partner.example"),))
+    assert _lists(signed) == {
+        "ALLOWLIST_AUTH": (
+            "DKIM signature of mail.bank-partner.example verified; listed bank-partner.example",
+        )
+    }
+    dmarc = features(auth=(AuthResult("mx.example", "dmarc", "pass", "bank-partner.example"),))
+    assert "ALLOWLIST_AUTH" in _lists(dmarc)
+
+
+def test_allowlist_auth_silent_on_an_unverified_signature() -> None:
+    # A DKIM-Signature header nobody verified (or one that failed) proves nothing.
+    f = features(
+        "x@bank-partner.example",
+        dkim_domains=("bank-partner.example",),
+        auth=(AuthResult("brandgate", "dkim", "fail", "bank-partner.example"),),
+    )
+    assert _lists(f) == {}
+
+
+def test_allowlist_link_fires_only_when_every_link_is_listed() -> None:
+    inside = features(links=(link("https://wiki.intranet.example/a"), link("intranet.example/b")))
+    assert set(_lists(inside)) == {"ALLOWLIST_LINK"}
+    # One link elsewhere: the message is not vouched for by its links.
+    mixed = features(links=(link("https://wiki.intranet.example/a"), link("https://x.example/")))
+    assert _lists(mixed) == {}
+
+
+def test_blocklist_rules_fire_and_name_the_entry() -> None:
+    assert _lists(features("boss@ceo-fraud.example")) == {
+        "BLOCKLIST_FROM": ("From boss@ceo-fraud.example is listed",)
+    }
+    assert set(_lists(features("a@x.spam-house.example"))) == {"BLOCKLIST_FROM"}
+    assert set(_lists(features(auth=(dkim_pass("bad-esp.example"),)))) == {"BLOCKLIST_AUTH"}
+    found = _lists(features(links=(link("http://go.evil-links.example/x"),)))
+    assert found == {
+        "BLOCKLIST_LINK": ("links to go.evil-links.example (listed evil-links.example)",)
+    }
+
+
+def test_blocklist_silent_for_neighbours_of_listed_entries() -> None:
+    # Another mailbox at the same domain, a domain that only ends alike, a failed signature.
+    assert _lists(features("assistant@ceo-fraud.example")) == {}
+    assert _lists(features("a@notspam-house.example")) == {}
+    failed = features(auth=(AuthResult("brandgate", "dkim", "fail", "bad-esp.example"),))
+    assert _lists(failed) == {}
+    assert _lists(features(links=(link("http://evil-links.example.org/"),))) == {}

@@ -6,6 +6,7 @@ import base64
 import email
 import email.policy
 import quopri
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +21,7 @@ VERDICT = Verdict(
     findings=(ScoredFinding("BRAND_SENDER_UNVERIFIED", "claim", 5.25, ("gmail.com",), "d"),),
     summary="Claims to be Amazon in the display name; links go to deals.example.",
 )
-BANNER = b"claims to be Amazon but was not sent by Amazon"
+BANNER = b"presents itself as Amazon, but brandgate could not confirm"
 
 
 def _multipart(text_cte: str, html_cte: str) -> bytes:
@@ -75,8 +76,8 @@ def test_banner_goes_atop_text_and_html_once_and_the_rest_is_untouched(
     html = msg.get_body(("html",))
     assert plain is not None and html is not None
     text, markup = plain.get_content(), html.get_content()
-    assert text.startswith("[brandgate] Warning: This message claims to be Amazon")
-    assert text.count("claims to be Amazon") == 1 and "Grüße, claim your gift card." in text
+    assert text.startswith("[brandgate] Caution: this message presents itself as Amazon")
+    assert text.count("presents itself as Amazon") == 1 and "Grüße, claim your gift card." in text
     assert markup.startswith('<html><body class="x"><div data-brandgate-banner="1"')
     assert markup.count("data-brandgate-banner") == 1
     # headers, preamble, the attachment and the epilogue are byte-identical
@@ -90,7 +91,7 @@ def test_banner_in_single_part_plain_message() -> None:
     raw = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
     out = actions.add_banner(raw, VERDICT)
     assert out is not None
-    assert out.startswith(b"From: a@b.example\r\nSubject: s\r\n\r\n[brandgate] Warning: ")
+    assert out.startswith(b"From: a@b.example\r\nSubject: s\r\n\r\n[brandgate] Caution: ")
     assert out.endswith(b"\r\n\r\nhello\r\n")
 
 
@@ -170,3 +171,36 @@ def test_gateway_table_validation_names_file_and_key() -> None:
     # after the queue a reject would bounce to a forged sender: quarantine instead
     assert s.action_for("reject") == "quarantine"
     assert GatewaySettings(mode="before-queue").action_for("reject") == "reject"
+
+
+def test_banner_in_a_7bit_ascii_part_falls_back_to_the_ascii_text() -> None:
+    from gateway.settings import BannerText, from_table
+
+    s = from_table({"banner": True}, "test")
+    german = BannerText("Vorsicht: {brand}? Prüfen Sie das.", "Vorsicht: prüfen.")
+    marking = replace(
+        actions.marking_for(s, s.policy_for(""), {"tag": 4.0}, "t"), banner_text=german
+    )
+    raw = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
+    marked = actions.mark(raw, VERDICT, marking, "tag")
+    assert marked.banner and b"presents itself as Amazon" in marked.data.replace(b"\r\n", b" ")
+    utf8 = raw.replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", 1)
+    marked = actions.mark(utf8.replace(b"Subject", b"MIME-Version: 1.0\r\nSubject"), VERDICT,
+                          marking, "tag")  # fmt: skip
+    assert marked.banner and "Prüfen".encode() not in marked.data  # 7bit (no CTE): ASCII only
+
+
+def test_forged_verdict_headers_are_stripped_ours_and_spamassassins() -> None:
+    raw = (
+        b"X-Spam-Flag: YES\r\nX-Spam-Status: No, score=-99\r\n"
+        b"Authentication-Results: gw.example; dkim=pass header.d=paypal.com\r\n"
+        b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+        b"x-brandgate-verdict: pass\r\nFrom: a@b.example\r\n\r\nbody\r\n"
+    )
+    out = actions.strip_our_headers(raw, spam=True, authserv_id="gw.example")
+    assert out == (
+        b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+        b"From: a@b.example\r\n\r\nbody\r\n"
+    )
+    # without spam_headers, an upstream SpamAssassin's fields are kept for the user's filters
+    assert b"X-Spam-Status" in actions.strip_our_headers(raw, authserv_id="gw.example")

@@ -36,7 +36,13 @@ def _send(port: int, data: bytes, mail_from: str) -> tuple[int, bytes]:
 def test_real_engine_tags_a_brand_impersonation_and_passes_plain_mail(tmp_path: Path) -> None:
     with (
         sink() as (hop, hop_port),
-        running_gateway(tmp_path, hop_port, factory=default_engine_factory, extra=THRESHOLDS) as gw,
+        running_gateway(
+            tmp_path,
+            hop_port,
+            factory=default_engine_factory,
+            extra=THRESHOLDS,
+            gateway="banner = true",
+        ) as gw,
     ):
         assert _send(gw.port, PHISH, "bounce@amaz0n-gifts.example")[0] == 250
         assert _send(gw.port, message(), "alice@sender.example")[0] == 250

@@ -170,7 +170,7 @@ def test_quarantine_cli_list_show_release_delete_purge(
     assert not (qdir / "messages" / f"{second}.eml").exists()
     capsys.readouterr()
     assert cli_main(["quarantine", "list", *common]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "no messages held\n"
     assert cli_main(["quarantine", "purge", "--older-than", "0s", *common]) == 0
     assert "purged 1 message(s)" in capsys.readouterr().out  # the released one
     assert not (qdir / "messages" / f"{first}.eml").exists()

@@ -7,6 +7,7 @@ import smtplib
 import socket
 import stat
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,7 +65,11 @@ def test_clean_message_is_relayed_unchanged_with_its_envelope(tmp_path: Path) ->
         assert (code, reply) == (250, b"2.0.0 Ok: queued as SINK42")
         assert len(hop.messages) == 1
         got = hop.messages[0]
-        assert got.data == data
+        # Headers only: the message itself follows byte for byte (DKIM stays valid).
+        assert got.data.endswith(data)
+        added = got.data[: -len(data)].split(b"\r\n")
+        assert added[0] == b"X-Brandgate-Status: pass score=0.00 required=4.00 rules=none"
+        assert all(ln.startswith((b"X-Brandgate-", b" ")) for ln in added if ln)
         assert got.mail_from == "alice@sender.example"
         assert got.rcpts == ["bob@rcpt.example", "carol@rcpt.example", "dave@other.example"]
         assert "BODY=8BITMIME" in got.options and "SMTPUTF8" in got.options
@@ -72,7 +77,11 @@ def test_clean_message_is_relayed_unchanged_with_its_envelope(tmp_path: Path) ->
 
 
 def test_null_sender_and_xforward_are_passed_on(tmp_path: Path) -> None:
-    with sink() as (hop, hop_port), running_gateway(tmp_path, hop_port) as gw:
+    banner = (
+        "banner = true\n[gateway.banner_texts.en]\n"
+        'brand = "{brand}? {summary}"\ngeneric = "{summary}"\n'
+    )
+    with sink() as (hop, hop_port), running_gateway(tmp_path, hop_port, gateway=banner) as gw:
         code, _ = send(
             gw.port,
             message(verdict="tag", subject="Testbrand"),
@@ -86,7 +95,7 @@ def test_null_sender_and_xforward_are_passed_on(tmp_path: Path) -> None:
         assert got.xforward["IDENT"] == "4XyZ12"
         # the engine saw the original client, not Postfix's loopback address (the fake
         # engine writes its envelope into the summary, which the banner quotes)
-        assert b"client=192.0.2.7; helo=client.example" in got.data
+        assert b"client=192.0.2.7; helo=client.example" in got.data.replace(b"\r\n", b" ")
         assert b"X-Brandgate-Verdict: tag" in got.data
 
 
@@ -98,17 +107,26 @@ def test_tagged_message_gets_headers_and_one_banner_and_loses_forged_tags(
         verdict="tag",
         extra="X-Brandgate-Verdict: pass\r\nX-BRANDGATE-Score:\r\n -5\r\n",
     )
-    with sink() as (hop, hop_port), running_gateway(tmp_path, hop_port) as gw:
-        assert send(gw.port, data)[0] == 250
+    gateway = "banner = true\nspam_headers = true\n"
+    extra = "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\n"
+    with sink() as (hop, hop_port), running_gateway(tmp_path, hop_port, gateway=gateway) as gw:
+        assert (
+            send(gw.port, data.replace(b"\r\n\r\n", b"\r\n" + extra.encode() + b"\r\n", 1))[0]
+            == 250
+        )
         out = hop.messages[0].data
     head, _, body = out.partition(b"\r\n\r\n")
+    # forged verdicts, ours and SpamAssassin-style, are gone: only what we wrote is there
+    assert head.count(b"X-Spam-Flag:") == 1 and b"X-Spam-Flag: YES\r\n" in head
+    assert head.count(b"X-Spam-Status:") == 1 and b"score=-100" not in head
+    assert b"X-Spam-Status: Yes, score=9.5 required=4.0" in head.replace(b"\r\n ", b" ")
     assert head.count(b"X-Brandgate-Verdict:") == 1
     assert b"X-Brandgate-Verdict: tag" in head
     assert b"X-Brandgate-Score: 9.50" in head
     assert b"X-Brandgate-Rules: BRAND_SENDER_UNVERIFIED=6.00, LINK_DIVERSION=3.50" in head
     assert b"X-Brandgate-Brand: Testbrand" in head
     assert b"-5" not in head
-    assert body.count(b"claims to be Testbrand but was not sent by Testbrand") == 1
+    assert body.replace(b"\r\n", b" ").count(b"presents itself as Testbrand, but brandgate") == 1
     assert body.endswith(b"Just a normal note.\r\nSecond line.\r\n")
 
 
@@ -357,6 +375,13 @@ def test_metrics_endpoint_counts_messages(tmp_path: Path) -> None:
     ):
         assert send(gw.port, message(verdict="tag"))[0] == 250
         text = urllib.request.urlopen(url, timeout=5).read().decode()
+        # Only the metrics path answers (issue 10): not /, not /metrics/x, not /favicon.ico.
+        for path in ("/", "/metrics/x", "/favicon.ico", "/?name[]=x"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{mport}{path}", timeout=5)
+            assert err.value.code == 404
     assert want in text
     assert "brandgate_scan_seconds_bucket" in text
     assert "brandgate_sessions_active" in text
+    # process metrics, as every Prometheus exporter has them
+    assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text

@@ -26,6 +26,7 @@ class Check(Protocol):
 def _load() -> tuple[Check, ...]:
     # Imported here, one line per check, so that the registry reads as a table.
     from filters.checks import (
+        allow_block,
         auth_claim,
         brand_sender,
         link_diversion,
@@ -47,6 +48,7 @@ def _load() -> tuple[Check, ...]:
         lure,  # gift card, cash back, refund, prize, urgency ... in many languages
         reply_to,  # Reply-To diverging from From
         structure,  # limits crossed, forms, HTML attachments
+        allow_block,  # the admin's allow and block lists (config/allow_block.toml)
     ]
     return tuple(cast(Check, m) for m in modules)
 

@@ -96,3 +96,8 @@ def sample(items: Iterable[str], n: int = 3) -> str:
     uniq = list(dict.fromkeys(items))
     more = f" (+{len(uniq) - n} more)" if len(uniq) > n else ""
     return ", ".join(uniq[:n]) + more
+
+
+def a_or_an(name: str) -> str:
+    """ "an Amazon", "a PayPal": the article a brand name takes (by its first letter)."""
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import auth_failed, brand_authenticated
+from filters.checks._common import a_or_an, auth_failed, brand_authenticated
 from filters.claim import AUTHOR_PLACES, PLACE_NAMES
 from filters.context import Context
 from filters.domains import registrable
@@ -49,7 +49,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         if failed:
             yield Finding(
                 "BRAND_DOMAIN_SPOOF",
-                (f"From {f.from_addr.address} is a {brand.name} domain ({entry})", failed),
+                (f"From {f.from_addr.address} is {a_or_an(brand.name)} domain ({entry})", failed),
             )
         else:
             yield from _unvouched(f, brand, reg, ctx.lists)
@@ -108,14 +108,14 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> I
     if strangers:
         evidence.append(f"signed only by {', '.join(dict.fromkeys(strangers))}")
     if foreign_rp and rp is not None:
-        evidence.append(f"envelope sender {rp.domain} is not a {brand.name} domain")
+        evidence.append(f"envelope sender {rp.domain} is not {a_or_an(brand.name)} domain")
     if strangers or foreign_rp:
         yield Finding("BRAND_DOMAIN_FORGED", tuple(evidence))
         return
     if signers:
         evidence.append(f"signed only by the vendor {', '.join(dict.fromkeys(signers))}")
     else:
-        evidence.append(f"no DKIM signature of a {brand.name} domain")
+        evidence.append(f"no DKIM signature of {a_or_an(brand.name)} domain")
     vendor_only = bool(signers) and all(reg.uses_esp(brand, d) for d in signers)
     yield Finding(
         "BRAND_DOMAIN_UNAUTHENTICATED", tuple(evidence), factor=0.5 if vendor_only else 1.0

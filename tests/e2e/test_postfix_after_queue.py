@@ -94,8 +94,11 @@ def test_clean_arrives_clean_and_phish_arrives_tagged(
     assert len(got_clean) == 1, diagnostics(lab, gate)
     assert len(got_phish) == 1, diagnostics(lab, gate)
 
-    # Clean: no verdict headers at all, and the whole envelope made it through the filter.
-    assert brandgate_tags(got_clean[0].headers.items()) == {}
+    # Clean: headers only, a pass (every scanned message says so: issue 10), and the whole
+    # envelope made it through the filter.
+    clean_tags = brandgate_tags(got_clean[0].headers.items())
+    assert clean_tags.get("X-Brandgate-Verdict") == "pass", clean_tags
+    assert clean_tags["X-Brandgate-Status"].startswith("pass score=0.00 required=0.50")
     assert got_clean[0].get("X-Sink-Rcpt") == "a@example.test, b@example.test"
     assert got_clean[0].get("Return-Path") == "<sender@sender.test.invalid>"
 
