@@ -63,16 +63,22 @@ def _explain_one(engine: Engine, item: Item, as_json: bool) -> None:
 
 
 def check_rules(cfg: Config, problems: Problems) -> None:
-    """Consistency the per-file validation cannot see: every rule weighted, no stray weights."""
+    """Consistency the per-file validation cannot see: every rule weighted, no stray weights,
+    every combination made of registered rules."""
     rules = all_rules()
     for r in rules:
         given = any(k.startswith(f"rules.{r}.") or k == f"rules.{r}" for k in cfg.origin)
         if r not in cfg.rules and not given:  # a given but invalid one is reported already
             problems.report(cfg.sources[-1], f"rules.{r}", "this rule has no weight")
     for r in cfg.rules:
-        if r not in rules:
+        if r not in rules and r not in cfg.combos:
             where = cfg.origin.get(f"rules.{r}.weight", cfg.sources[-1])
             problems.report(where, f"rules.{r}", f"no such rule{suggest(r, rules)}")
+    for name, parts in cfg.combos.items():
+        for r in parts:
+            if r not in rules:
+                where = cfg.origin.get(f"combos.{name}", cfg.sources[-1])
+                problems.report(where, f"combos.{name}", f"no such rule {r}{suggest(r, rules)}")
 
 
 def config_problems(cfg: Config) -> list[str]:

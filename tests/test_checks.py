@@ -21,6 +21,7 @@ from filters.checks import (
     structure,
 )
 from filters.context import AccessList, AccessLists
+from filters.registry import Esp
 from filters.types import AuthResult, Features, Finding, Part
 from tests.factories import CTX, addr, claim, dkim_pass, features, link
 
@@ -30,6 +31,10 @@ def rules_of(found: object) -> set[str]:
 
 
 Case = tuple[str, Callable[[], tuple[Features, object]], str]
+_SENDGRID = Esp(
+    "sendgrid", "SendGrid", "esp", ("sendgrid.net",), ("sendgrid.net",), ("sendgrid.net",),
+    ("sendgrid.net",), "test",
+)  # fmt: skip
 
 
 def _run(module: object, f: Features, c: object) -> list[Finding]:
@@ -62,9 +67,15 @@ def test_brand_domain_signed_only_by_a_stranger_fires() -> None:
         return_path=addr("naoresponder@paypal.com"),
     )
     found = _run(brand_sender, f, claim("paypal"))
-    assert rules_of(found) == {"BRAND_DOMAIN_UNAUTHENTICATED"}
-    assert found[0].factor == 1.0
+    assert rules_of(found) == {"BRAND_DOMAIN_FORGED"}
     assert "signed only by soldrun.com" in found[0].evidence
+
+
+def test_brand_domain_with_a_stranger_taking_bounces_is_forged() -> None:
+    f = features("service@paypal.com", display="PayPal", return_path=addr("x@bulk-sender.example"))
+    found = _run(brand_sender, f, claim("paypal"))
+    assert rules_of(found) == {"BRAND_DOMAIN_FORGED"}
+    assert any("bulk-sender.example" in e for e in found[0].evidence)
 
 
 def test_brand_domain_signed_by_its_esp_only_is_weak() -> None:
@@ -75,12 +86,15 @@ def test_brand_domain_signed_by_its_esp_only_is_weak() -> None:
         dkim_domains=("sendgrid.net",),
         return_path=addr("bounces+123@sendgrid.net"),
     )
-    assert [x.factor for x in _run(brand_sender, f, claim("paypal"))] == [0.5]
+    found = _run(brand_sender, f, claim("paypal"))
+    assert rules_of(found) == {"BRAND_DOMAIN_UNAUTHENTICATED"}  # never FORGED
 
 
-def test_brand_domain_unsigned_is_weaker_and_lists_are_exempt() -> None:
+def test_brand_domain_unsigned_is_unauthenticated_and_lists_are_weaker() -> None:
     unsigned = features("service@paypal.com", display="PayPal")
-    assert [x.factor for x in _run(brand_sender, unsigned, claim("paypal"))] == [0.5]
+    found = _run(brand_sender, unsigned, claim("paypal"))
+    assert rules_of(found) == {"BRAND_DOMAIN_UNAUTHENTICATED"}
+    assert [x.factor for x in found] == [1.0]
     # A mailing list re-signs and rewrites the envelope: that is not evidence of a spoof.
     listed = replace(
         unsigned,
@@ -88,7 +102,9 @@ def test_brand_domain_unsigned_is_weaker_and_lists_are_exempt() -> None:
         dkim_domains=("lists.example.org",),
         return_path=addr("b@lists.example.org"),
     )
-    assert [x.factor for x in _run(brand_sender, listed, claim("paypal"))] == [0.5]
+    found = _run(brand_sender, listed, claim("paypal"))
+    assert rules_of(found) == {"BRAND_DOMAIN_UNAUTHENTICATED"}
+    assert [x.factor for x in found] == [0.5]
 
 
 def test_freemail_fires_with_claim() -> None:
@@ -100,8 +116,37 @@ def test_freemail_fires_with_claim() -> None:
 
 
 def test_freemail_silent_without_claim() -> None:
-    # A person writing from Gmail claims no brand.
-    assert _run(brand_sender, features("jane@gmail.com", display="Jane Doe"), None) == []
+    # A person writing from Gmail claims no brand: only the no-claim finding (a negative one).
+    found = _run(brand_sender, features("jane@gmail.com", display="Jane Doe"), None)
+    assert rules_of(found) == {"NO_BRAND_CLAIM"}
+
+
+def test_no_brand_claim_fires_only_without_a_claim() -> None:
+    f = features("news@shop.example", display="Shop News")
+    assert rules_of(_run(brand_sender, f, None)) == {"NO_BRAND_CLAIM"}
+    # Near miss: the same sender speaking as Amazon is judged as a claim instead.
+    assert "NO_BRAND_CLAIM" not in rules_of(_run(brand_sender, f, claim()))
+
+
+def test_mention_unverified_fires_for_claims_made_only_in_subject_or_body() -> None:
+    f = features("news@deals-outlet.example", display="Deals", subject="Your Amazon account")
+    found = _run(brand_sender, f, claim(where=("subject",), strength=0.6))
+    assert rules_of(found) == {"BRAND_MENTION_UNVERIFIED"}
+    assert found[0].factor == 0.6
+    # Near miss: a claim in the display name is the stronger rule, not this one.
+    named = _run(brand_sender, f, claim(where=("display-name", "subject")))
+    assert rules_of(named) == {"BRAND_SENDER_UNVERIFIED"}
+
+
+def test_sender_vendor_fires_for_a_vendor_the_brand_uses() -> None:
+    vendored = replace(CTX.registry.brands["amazon"], esps=("sendgrid",))
+    reg = type(CTX.registry)({**CTX.registry.brands, "amazon": vendored}, {"sendgrid": _SENDGRID})
+    ctx = replace(CTX, registry=reg)
+    f = features("amazon@u123.wl.sendgrid.net", display="Amazon")
+    found = list(brand_sender.run(f, claim(), ctx))
+    assert rules_of(found) == {"BRAND_SENDER_VENDOR"}
+    # Near miss: the same vendor mailing for a brand that does not use it stays unverified.
+    assert rules_of(list(brand_sender.run(f, claim("paypal"), ctx))) == {"BRAND_SENDER_UNVERIFIED"}
 
 
 def test_domain_spoof_fires_on_trusted_dmarc_fail() -> None:
@@ -160,6 +205,12 @@ def test_diversion_silent_for_brand_links_and_brand_esp_tracking() -> None:
             link("https://m.media-amazon.com/logo.png", where="html-img"),
         ),
     )
+    assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINKS_OWN"}
+
+
+def test_links_own_needs_the_brand_as_sender() -> None:
+    # A stranger claiming Amazon with only Amazon links wants a reply or a call: no credit.
+    f = features("x@random-host.example", links=(link("https://www.amazon.com/orders"),))
     assert _run(link_diversion, f, claim()) == []
 
 
@@ -329,6 +380,20 @@ def test_structure_silent_for_pdf_attachment() -> None:
     # An invoice PDF is ordinary business mail.
     f = features(attachments=(Part("application/pdf", None, "invoice.pdf", "attachment", 9000, 1),))
     assert _run(structure, f, None) == []
+
+
+@pytest.mark.parametrize(
+    ("from_", "display"),
+    [("", ""), ("convite@amexblackid835009", "Bradesco"), ("", "Facebook")],
+)
+def test_from_malformed_fires_without_a_usable_address(from_: str, display: str) -> None:
+    f = features(from_, display=display)
+    assert rules_of(_run(structure, f, None)) == {"FROM_MALFORMED"}
+
+
+def test_from_malformed_silent_for_an_ordinary_address() -> None:
+    # Near miss: a plain address at a dotted domain, however odd its local part.
+    assert _run(structure, features("x.y+tag@mail.example.org"), None) == []
 
 
 def test_limit_exceeded_is_a_finding() -> None:
