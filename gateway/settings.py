@@ -17,6 +17,8 @@ from typing import Any
 
 from config.loader import Config, ConfigError, flag, number, whole
 from filters.types import VERDICTS
+from gateway import milter_settings
+from gateway.milter_settings import MilterSettings
 
 MODES = ("after-queue", "before-queue")
 ACTIONS = ("pass", "tag", "quarantine", "reject")
@@ -41,6 +43,7 @@ _KEYS = {
     "subject_prefix",
     "banner",
     "actions",
+    "milter",
 }
 
 
@@ -75,6 +78,7 @@ class GatewaySettings:
     subject_prefix: str = ""
     banner: bool = True
     actions: dict[str, str] = field(default_factory=lambda: {v: v for v in VERDICTS})
+    milter: MilterSettings = field(default_factory=MilterSettings)  # [gateway.milter]
     # Not from the [gateway] table: serve's view of the engine settings it overrides.
     trusted_authserv_ids: tuple[str, ...] | None = None
 
@@ -86,10 +90,13 @@ class GatewaySettings:
     def worker_count(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
 
-    def action_for(self, verdict: str) -> str:
-        """The configured action, after the mode's rule: never reject after the queue."""
+    def action_for(self, verdict: str, *, in_session: bool | None = None) -> str:
+        """The configured action, after the mode's rule: never reject after the queue.
+        in_session: the sender still waits for the answer (before the queue, the milter)."""
         action = self.actions.get(verdict, "pass")
-        if action == "reject" and self.mode == "after-queue":
+        if in_session is None:
+            in_session = self.mode != "after-queue"
+        if action == "reject" and not in_session:
             # Postfix would bounce to the (often forged) sender: keep it instead.
             return "quarantine"
         return action
@@ -197,6 +204,8 @@ def from_table(table: Mapping[str, Any], file: str) -> GatewaySettings:
         changes["subject_prefix"] = _text(t["subject_prefix"], file, k + "subject_prefix")
     if "actions" in t:
         changes["actions"] = _actions(t["actions"], file)
+    if "milter" in t:
+        changes["milter"] = milter_settings.from_table(t["milter"], file)
     return replace(s, **changes)
 
 
