@@ -22,3 +22,11 @@ def add_trusted_authserv(p: argparse.ArgumentParser) -> None:
         help="trust Authentication-Results from this authserv-id (repeatable; replaces the "
         "configured list, e.g. for archives received by a known MTA)",
     )
+
+
+def add_service_options(p: argparse.ArgumentParser) -> None:
+    """What `serve` and `milter` (the long-running front doors) both take."""
+    p.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
+    add_trusted_authserv(p)
+    p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus endpoint ('' to disable)")
+    p.add_argument("--workers", type=int, metavar="N", help="scan processes (0 = one per CPU)")
