@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "gateway.cmd_explain",  # explain FILE, check-config, rules
     "gateway.cmd_replay",  # replay PATH... --labels
     "gateway.cmd_serve",  # serve
+    "gateway.cmd_milter",  # milter
     "gateway.cmd_quarantine",  # quarantine list|show|release|delete|purge
 )
 
