@@ -167,9 +167,9 @@ BEFORE_QUEUE_FRONT = """\
   -o smtpd_client_connection_count_limit=0
 """
 
-# brandgate as a milter (smtpd_milters) on the front door; a second door queues mail and relays
-# it into the first (so a tempfail there leaves the message in Postfix's queue, as for mail
-# from the internet).
+# brandgate as a milter (smtpd_milters) on the front door; the same door without the milter
+# (the benchmark's baseline); a door that queues mail and relays it into the front door (so a
+# tempfail there leaves the message in Postfix's queue, as for mail from the internet).
 MILTER_FRONT = """\
 127.0.0.1:{front} inet n -   n   -   {front_procs}  smtpd
   -o smtpd_milters=inet:127.0.0.1:{filter}
@@ -178,6 +178,9 @@ MILTER_FRONT = """\
   -o milter_connect_timeout=5s
   -o milter_command_timeout=20s
   -o milter_content_timeout=120s
+  -o local_header_rewrite_clients=
+  -o smtpd_client_connection_count_limit=0
+127.0.0.1:{plain} inet n -   n   -   {front_procs}  smtpd
   -o local_header_rewrite_clients=
   -o smtpd_client_connection_count_limit=0
 127.0.0.1:{relay} inet n -   n   -   -   smtpd
@@ -237,10 +240,11 @@ class Ports:
     reinject: int  # Postfix re-injection smtpd, the filter's next hop
     sink: int  # the sink, Postfix's only transport
     relay: int = 0  # milter mode: a door that queues and relays to the milter door
+    plain: int = 0  # milter mode: the front door without the milter
 
     @classmethod
     def allocate(cls) -> Ports:
-        return cls(*free_ports(5))
+        return cls(*free_ports(6))
 
 
 @dataclass
@@ -285,6 +289,7 @@ class PostfixInstance:
             front=self.ports.front,
             filter=self.ports.filter,
             relay=self.ports.relay,
+            plain=self.ports.plain,
             scan_procs=self.scan_procs,
             front_procs=self.front_procs,
         ) + REINJECT_AND_SERVICES.format(reinject=self.ports.reinject)
