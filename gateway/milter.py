@@ -482,13 +482,15 @@ class MilterGateway(Gateway):
 
     async def start(self) -> None:
         s = self.settings
+        ep = self.endpoint
+        if ep.kind == "unix":  # before any worker is forked: a live socket is not ours
+            assert ep.path is not None
+            await asyncio.to_thread(_clear_stale_socket, ep.path)
         await asyncio.to_thread(self.store.open)
         self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
         await self.scans.start(self._engine_config(self.config, s))
-        ep = self.endpoint
         if ep.kind == "unix":
             assert ep.path is not None
-            await asyncio.to_thread(_clear_stale_socket, ep.path)
             self._listener = await asyncio.start_unix_server(self._accept, path=str(ep.path))
             os.chmod(ep.path, s.milter.socket_mode)
         else:
