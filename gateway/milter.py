@@ -494,8 +494,13 @@ class MilterGateway(Gateway):
             self._listener = await asyncio.start_unix_server(self._accept, path=str(ep.path))
             os.chmod(ep.path, s.milter.socket_mode)
         else:
-            self._listener = await asyncio.start_server(
-                self._accept, host=ep.host, port=ep.port, reuse_address=True, backlog=256
+            loop = asyncio.get_running_loop()
+
+            def protocol() -> _QuickAck:
+                return _QuickAck(asyncio.StreamReader(loop=loop), self._accept, loop=loop)
+
+            self._listener = await loop.create_server(
+                protocol, host=ep.host, port=ep.port, reuse_address=True, backlog=256
             )
             ep = replace(ep, port=self.port)
         if s.metrics is not None:
@@ -563,10 +568,6 @@ class MilterGateway(Gateway):
             self.metrics.sessions_refused.labels(why).inc()
             writer.close()
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # replies are small and each one ends a round trip: send them now
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = MilterConnection(self, reader, writer)
         self.connections.add(conn)
         self.metrics.sessions_active.set(len(self.connections))
@@ -597,6 +598,33 @@ class MilterGateway(Gateway):
         await self._quarantine(raw, envelope, mail_args, xforward, verdict, record)
         qid = record.get("quarantine_id")
         return str(qid) if qid else None
+
+
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+
+
+class _QuickAck(asyncio.StreamReaderProtocol):
+    """Acknowledge every segment from the MTA at once.
+
+    The MTA writes a packet larger than its buffer in two writes and, with Nagle's algorithm,
+    sends the second only when the first is acknowledged; Linux delays that ACK by up to
+    40 ms while it waits for more data that is not coming. Measured on Postfix: 50 ms added to
+    every message, 4 of them ours. TCP_QUICKACK lasts until the next receive, so it is set
+    again each time."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sock = transport.get_extra_info("socket")
+        if self._sock is not None:
+            # our replies are small and each one ends a round trip: no Nagle on our side
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if _TCP_QUICKACK is not None and self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        super().data_received(data)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
