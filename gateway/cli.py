@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "gateway.cmd_replay",  # replay PATH... --labels
     "gateway.cmd_tune",  # tune PATH... --labels (learn weights and thresholds)
     "gateway.cmd_serve",  # serve
+    "gateway.cmd_milter",  # milter
     "gateway.cmd_quarantine",  # quarantine list|show|release|delete|purge
 )
 SHELLS = ("bash", "zsh", "fish", "tcsh")

@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.options import add_config, add_trusted_authserv, config_error
+from gateway.options import add_config, add_service_options, config_error
 from gateway.scanpool import EngineFactory, default_engine_factory
 from gateway.server import Gateway, build_gateway
 
@@ -31,10 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
     p.add_argument("--next-hop", metavar="HOST:PORT", help="where accepted mail goes")
     p.add_argument("--mode", choices=("after-queue", "before-queue"), help="how Postfix uses us")
-    p.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
-    add_trusted_authserv(p)
-    p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus endpoint ('' to disable)")
-    p.add_argument("--workers", type=int, metavar="N", help="scan processes (0 = one per CPU)")
+    add_service_options(p)
     p.set_defaults(func=handler)
 
 

@@ -53,3 +53,11 @@ def config_error(exc: ConfigError) -> int:
     if len(errors) > 1:
         print(f"{_prog[0]}: {len(errors)} configuration errors", file=sys.stderr)
     return 2
+
+
+def add_service_options(p: argparse.ArgumentParser) -> None:
+    """What `serve` and `milter` (the long-running front doors) both take."""
+    p.add_argument("--quarantine-dir", metavar="DIR", help="quarantine store directory")
+    add_trusted_authserv(p)
+    p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus endpoint ('' to disable)")
+    p.add_argument("--workers", type=int, metavar="N", help="scan processes (0 = one per CPU)")

@@ -29,6 +29,8 @@ from config.loader import (
     whole,
 )
 from filters.types import VERDICTS
+from gateway import milter_settings
+from gateway.milter_settings import MilterSettings
 
 MODES = ("after-queue", "before-queue")
 ACTIONS = ("pass", "tag", "quarantine", "reject")
@@ -63,6 +65,7 @@ _KEYS = {
     "arc",
     "recipients",
     "actions",
+    "milter",
 }
 _BANNER_TEXT_KEYS = {"brand", "generic", "report"}
 _PLACEHOLDERS = {
@@ -159,6 +162,7 @@ class GatewaySettings:
     # recipient address or domain (lower-case) -> its policy overrides, as validated
     recipients: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: dict[str, str] = field(default_factory=lambda: {v: v for v in VERDICTS})
+    milter: MilterSettings = field(default_factory=MilterSettings)  # [gateway.milter]
     # Not from the [gateway] table: serve's view of the engine settings it overrides.
     trusted_authserv_ids: tuple[str, ...] | None = None
 
@@ -201,11 +205,16 @@ class GatewaySettings:
     def worker_count(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
 
-    def action_for(self, verdict: str, policy: Policy | None = None) -> str:
-        """The configured action, after the mode's rule: never reject after the queue."""
+    def action_for(
+        self, verdict: str, policy: Policy | None = None, *, in_session: bool | None = None
+    ) -> str:
+        """The configured action, after the mode's rule: never reject after the queue.
+        in_session: the sender still waits for the answer (before the queue, the milter)."""
         actions = policy.actions if policy is not None else self.actions
         action = actions.get(verdict, "pass")
-        if action == "reject" and self.mode == "after-queue":
+        if in_session is None:
+            in_session = self.mode != "after-queue"
+        if action == "reject" and not in_session:
             # Postfix would bounce to the (often forged) sender: keep it instead.
             return "quarantine"
         return action
@@ -495,6 +504,8 @@ def _one(name: str, value: Any, file: str, key: str) -> Any:
     if name in ("tls_cert", "tls_key"):
         path = _path(value, file, key)
         return _readable(path, file, key) if path is not None else None
+    if name == "milter":
+        return milter_settings.from_table(value, file)
     if name == "arc":
         return _arc(value, file)
     if name == "recipients":

@@ -1,9 +1,12 @@
-"""Benchmark brandgate as a Postfix after-queue filter against a pass-through relay.
+"""Benchmark brandgate behind a real Postfix: as a milter and as an after-queue filter,
+beside Postfix with no filter and with a pass-through relay, in the same run on the same mail.
 
-One Postfix instance (the lab of tests/e2e/postfix.py: front door -> content_filter -> filter
--> re-injection -> sink), the filter port served in turn by a pass-through relay (baseline)
-and by `brandgate serve`, in the same run on the same corpus mail. Then a burst of concurrent
-SMTP sessions straight at brandgate in before-queue mode. Loopback only.
+Two Postfix instances (the labs of tests/e2e/postfix.py). The milter lab has a front door
+with `smtpd_milters` pointing at `brandgate milter` and the same door without it (no filter);
+both deliver straight to the sink. The after-queue lab (front door -> content_filter -> filter
+-> re-injection -> sink) has its filter port served in turn by a pass-through relay and by
+`brandgate serve`. Then a burst of concurrent SMTP sessions straight at brandgate in
+before-queue mode. Loopback only.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ DEFINITIONS = {
     "front_latency": "per message: start of its SMTP transaction - Postfix's 250 to DATA",
     "added_latency": "brandgate e2e latency percentile - pass-through e2e latency percentile, "
     "same run, same messages",
+    "milter": "brandgate milter on Postfix's front door (smtpd_milters); its baseline, "
+    "nofilter, is the same door of the same Postfix without smtpd_milters",
+    "added_front_latency": "milter front latency percentile - no-filter front latency "
+    "percentile: the time the milter adds to the client's SMTP transaction",
     "idle_latency": "e2e latency with one message in flight at a time (closed loop, one "
     "session): the path's own latency without queueing; added_idle_latency is the difference",
 }
@@ -73,22 +80,32 @@ def ms(x: float) -> float:
 
 
 def measure(
-    h: Any, lab: Any, filt: Any, name: str, args: argparse.Namespace, qdir: Path | None
+    h: Any,
+    lab: Any,
+    filt: Any,
+    name: str,
+    args: argparse.Namespace,
+    qdir: Path | None,
+    port: int | None = None,
 ) -> dict[str, Any]:
-    """Run the corpus load through whatever `filt` is, on the filter port."""
-    lab.add(filt)
+    """Run the corpus load through whatever `filt` is (None: nothing), sent to `port`
+    (default: the front door)."""
+    port = port or lab.ports.front
+    if filt is not None:
+        lab.add(filt)
     # A few warm-up messages: process pools, imports and connection caches start cold.
     warm = h.corpus_load(args.warmup, f"{name}-warm")
-    h.run_load(lab.ports.front, warm, 2)
+    h.run_load(port, warm, 2)
     h.wait_arrivals(lab.maildir, [s for s, _ in warm], qdir, timeout=120, stall=30)
     archive(lab)
 
     messages = h.corpus_load(args.messages, f"{name}-run")
-    cpu0, load0, jiffies0 = filt.cpu_seconds(), os.getloadavg()[0], cpu_jiffies()
+    filter_cpu = filt.cpu_seconds if filt is not None else lambda: 0.0
+    cpu0, load0, jiffies0 = filter_cpu(), os.getloadavg()[0], cpu_jiffies()
     others0 = (lab.postfix.cpu_seconds(), lab.sink.cpu_seconds(), own_cpu())
-    load = h.run_load(lab.ports.front, messages, args.sessions)
+    load = h.run_load(port, messages, args.sessions)
     arrivals = h.wait_arrivals(lab.maildir, load.accepted, qdir, timeout=args.timeout, stall=60)
-    cpu = filt.cpu_seconds() - cpu0
+    cpu = filter_cpu() - cpu0
     others = [
         a - b
         for a, b in zip(
@@ -102,9 +119,10 @@ def measure(
         for m in lab.maildir.messages()
     }
     archive(lab)
-    idle = idle_latency(h, lab, name, args.idle_messages)
-    filt.stop()
-    lab.procs.remove(filt)
+    idle = idle_latency(h, lab, name, args.idle_messages, port)
+    if filt is not None:
+        filt.stop()
+        lab.procs.remove(filt)
     e2e = [arrived_at[s] - load.results[s].started for s in load.accepted if s in arrived_at]
     front = [r.finished - r.started for r in load.results.values() if r.ok]
     last = max(arrived_at.values(), default=load.finished)
@@ -143,12 +161,12 @@ def measure(
     }
 
 
-def idle_latency(h: Any, lab: Any, name: str, n: int) -> list[float]:
+def idle_latency(h: Any, lab: Any, name: str, n: int, port: int) -> list[float]:
     """Send n messages one at a time, each after the previous one reached the sink."""
     out = []
     for seq, raw in h.corpus_load(n, f"{name}-idle"):
         before = lab.maildir.count()
-        res = h.send(lab.ports.front, raw)
+        res = h.send(port, raw)
         if not res.ok or not h.wait_until(lambda b=before: lab.maildir.count() > b, 60, 0.002):
             continue
         got = lab.maildir.find(h.SEQ_HEADER, seq)
@@ -265,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         "--burst", type=int, default=100, help="concurrent sessions straight at brandgate (0: skip)"
     )
     ap.add_argument("--timeout", type=float, default=300.0)
-    ap.add_argument("--baseline-only", action="store_true", help="only the pass-through relay")
+    ap.add_argument(
+        "--baseline-only", action="store_true", help="only no filter and the pass-through relay"
+    )
+    ap.add_argument("--no-milter", action="store_true", help="skip the milter lab")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--keep", action="store_true", help="keep the lab directory (logs)")
     args = ap.parse_args(argv)
@@ -280,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baseline_only and (why := h.brandgate_serve_available()) is not None:
         print(f"bench-gateway: {why}", file=sys.stderr)
         return 2
+    milter_help = h.brandgate_cli("milter", "--help", timeout=30)
+    if not (args.baseline_only or args.no_milter) and milter_help.returncode != 0:
+        why = milter_help.stderr.strip()[-300:]
+        print(f"bench-gateway: {why}", file=sys.stderr)
+        return 2
 
     base = Path(tempfile.mkdtemp(prefix="brandgate-bench-"))
     # Every message reaches the sink, so both variants do the same delivery work and each
@@ -289,8 +315,28 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"definitions": DEFINITIONS, "cpus": os.cpu_count()}
     out["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     out["settings"] = {k: v for k, v in vars(args).items() if k not in ("json",)}
-    rounds: dict[str, list[dict[str, Any]]] = {"passthrough": [], "brandgate": []}
+    rounds: dict[str, list[dict[str, Any]]] = {
+        "nofilter": [],
+        "milter": [],
+        "passthrough": [],
+        "brandgate": [],
+    }
     try:
+        if not args.no_milter:
+            with h.running_lab(base / "milter-lab", "milter") as lab:
+                for r in range(args.rounds):
+                    run = measure(h, lab, None, "nofilter", args, None, port=lab.ports.plain)
+                    rounds["nofilter"].append(run)
+                    print(summary_line(run), flush=True)
+                    if not args.baseline_only:
+                        log = lab.base / "logs" / f"milter-{r}.log"
+                        proc = h.milter_proc(
+                            lab.ports.filter, qdir, log, config, extra=workers(args)
+                        )
+                        run = measure(h, lab, proc, "milter", args, qdir)
+                        rounds["milter"].append(run)
+                        print(summary_line(run), flush=True)
+                out["milter_postfix_queue_left"] = len(lab.postfix.queued())
         with h.running_lab(base / "lab") as lab:
             for r in range(args.rounds):
                 rounds["passthrough"].append(
@@ -317,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             best = sorted(runs, key=lambda x: x["throughput_msgs_per_s"])[len(runs) // 2]
             out[name] = {k: v for k, v in best.items() if not k.startswith("_")}
             out[name]["rounds_throughput"] = [x["throughput_msgs_per_s"] for x in runs]
+    if rounds["milter"]:
+        out["milter_vs_nofilter"] = milter_figures(out["nofilter"], out["milter"])
+    if rounds["brandgate"] and rounds["nofilter"]:
+        out["after_queue_vs_nofilter_throughput_ratio"] = round(
+            out["brandgate"]["throughput_msgs_per_s"] / out["nofilter"]["throughput_msgs_per_s"], 3
+        )
     if rounds["brandgate"]:
         p, b = out["passthrough"], out["brandgate"]
         out["throughput_ratio"] = round(b["throughput_msgs_per_s"] / p["throughput_msgs_per_s"], 3)
@@ -335,8 +387,32 @@ def main(argv: list[str] | None = None) -> int:
     ok = (
         out.get("throughput_ratio", 1.0) >= 0.7
         and out.get("burst_before_queue", {}).get("errors", 0) == 0
+        and out.get("milter_vs_nofilter", {}).get("meets_targets", True)
     )
     return 0 if ok else 1
+
+
+MILTER_THROUGHPUT_TARGET = 0.8  # of Postfix with no filter
+MILTER_P99_TARGET_MS = 20.0  # added in-session latency
+
+
+def milter_figures(n: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """The milter against the same Postfix door without it. A milter works inside the SMTP
+    session, so what it adds is in the front latency (MAIL FROM to the 250 after DATA)."""
+    fig = {
+        "throughput_ratio": round(m["throughput_msgs_per_s"] / n["throughput_msgs_per_s"], 3),
+        "cpu_ratio": round(n["pipeline_cpu_ms_per_msg"] / m["pipeline_cpu_ms_per_msg"], 3),
+        "added_front_latency_p50_ms": round(m["front_p50_ms"] - n["front_p50_ms"], 1),
+        "added_front_latency_p99_ms": round(m["front_p99_ms"] - n["front_p99_ms"], 1),
+        "added_e2e_latency_p99_ms": round(m["e2e_p99_ms"] - n["e2e_p99_ms"], 1),
+        "added_idle_latency_p50_ms": round(m["idle_p50_ms"] - n["idle_p50_ms"], 1),
+        "added_idle_latency_p99_ms": round(m["idle_p99_ms"] - n["idle_p99_ms"], 1),
+    }
+    fig["meets_targets"] = (
+        fig["throughput_ratio"] >= MILTER_THROUGHPUT_TARGET
+        and fig["added_front_latency_p99_ms"] <= MILTER_P99_TARGET_MS
+    )
+    return fig
 
 
 def summary_line(r: dict[str, Any]) -> str:
@@ -352,7 +428,7 @@ def report(out: dict[str, Any]) -> None:
     print("\nDefinitions:")
     for k, v in out["definitions"].items():
         print(f"  {k}: {v}")
-    for name in ("passthrough", "brandgate"):
+    for name in ("nofilter", "milter", "passthrough", "brandgate"):
         if name in out:
             print(f"\n{name}:")
             for k, v in out[name].items():
@@ -376,6 +452,25 @@ def report(out: dict[str, Any]) -> None:
         print(
             f"added idle latency (one message in flight): p50 {out['added_idle_latency_p50_ms']}"
             f" ms, p99 {out['added_idle_latency_p99_ms']} ms"
+        )
+    if "milter_vs_nofilter" in out:
+        f = out["milter_vs_nofilter"]
+        print(
+            f"\nmilter vs no filter (same Postfix door): throughput ratio {f['throughput_ratio']}"
+            f" (target >= {MILTER_THROUGHPUT_TARGET}), added front latency p50"
+            f" {f['added_front_latency_p50_ms']} ms p99 {f['added_front_latency_p99_ms']} ms"
+            f" (target <= {MILTER_P99_TARGET_MS:g} ms): "
+            + ("OK" if f["meets_targets"] else "BELOW TARGET")
+        )
+        print(
+            f"  added e2e p99 {f['added_e2e_latency_p99_ms']} ms; added idle latency p50"
+            f" {f['added_idle_latency_p50_ms']} ms p99 {f['added_idle_latency_p99_ms']} ms;"
+            f" CPU-bound ratio {f['cpu_ratio']}"
+        )
+    if "after_queue_vs_nofilter_throughput_ratio" in out:
+        print(
+            "after-queue brandgate vs no filter: throughput ratio"
+            f" {out['after_queue_vs_nofilter_throughput_ratio']}"
         )
     if "burst_before_queue" in out:
         b = out["burst_before_queue"]

@@ -167,6 +167,31 @@ BEFORE_QUEUE_FRONT = """\
   -o smtpd_client_connection_count_limit=0
 """
 
+# brandgate as a milter (smtpd_milters) on the front door; the same door without the milter
+# (the benchmark's baseline); a door that queues mail and relays it into the front door (so a
+# tempfail there leaves the message in Postfix's queue, as for mail from the internet).
+MILTER_FRONT = """\
+127.0.0.1:{front} inet n -   n   -   {front_procs}  smtpd
+  -o smtpd_milters=inet:127.0.0.1:{filter}
+  -o milter_protocol=6
+  -o milter_default_action=tempfail
+  -o milter_connect_timeout=5s
+  -o milter_command_timeout=20s
+  -o milter_content_timeout=120s
+  -o local_header_rewrite_clients=
+  -o smtpd_client_connection_count_limit=0
+127.0.0.1:{plain} inet n -   n   -   {front_procs}  smtpd
+  -o local_header_rewrite_clients=
+  -o smtpd_client_connection_count_limit=0
+127.0.0.1:{relay} inet n -   n   -   -   smtpd
+  -o content_filter=smtp:[127.0.0.1]:{front}
+  -o receive_override_options=no_milters
+  -o local_header_rewrite_clients=
+  -o smtpd_client_connection_count_limit=0
+"""
+FRONTS = {"after-queue": AFTER_QUEUE_FRONT, "before-queue": BEFORE_QUEUE_FRONT}
+FRONTS["milter"] = MILTER_FRONT
+
 REINJECT_AND_SERVICES = """\
 127.0.0.1:{reinject} inet n -  n   -   -   smtpd
   -o content_filter=
@@ -214,10 +239,12 @@ class Ports:
     filter: int  # brandgate (or the pass-through relay) listens here
     reinject: int  # Postfix re-injection smtpd, the filter's next hop
     sink: int  # the sink, Postfix's only transport
+    relay: int = 0  # milter mode: a door that queues and relays to the milter door
+    plain: int = 0  # milter mode: the front door without the milter
 
     @classmethod
     def allocate(cls) -> Ports:
-        return cls(*free_ports(4))
+        return cls(*free_ports(6))
 
 
 @dataclass
@@ -258,10 +285,11 @@ class PostfixInstance:
                 max_backoff=max(self.retry_seconds * 3, 4),
             )
         )
-        front = AFTER_QUEUE_FRONT if self.mode == "after-queue" else BEFORE_QUEUE_FRONT
-        master = front.format(
+        master = FRONTS[self.mode].format(
             front=self.ports.front,
             filter=self.ports.filter,
+            relay=self.ports.relay,
+            plain=self.ports.plain,
             scan_procs=self.scan_procs,
             front_procs=self.front_procs,
         ) + REINJECT_AND_SERVICES.format(reinject=self.ports.reinject)
@@ -502,6 +530,30 @@ def brandgate_proc(
     argv += ["--metrics", f"{LOOPBACK}:{metrics_port}" if metrics_port else ""]
     argv += list(extra)
     return Proc(argv, port, log)
+
+
+def milter_proc(
+    port: int, quarantine_dir: Path, log: Path, config: Path, extra: Sequence[str] = ()
+) -> Proc:
+    """`brandgate milter` on a loopback port; the config must come from write_overlay_config."""
+    argv = [sys.executable, "-m", "gateway.cli", "milter", "--listen", f"inet:{LOOPBACK}:{port}"]
+    argv += ["--quarantine-dir", str(quarantine_dir), "--config", str(config), "--metrics", ""]
+    return Proc([*argv, *extra], port, log)
+
+
+def held_seqs(postfix: PostfixInstance) -> Counter[str]:
+    """X-Test-Seq values of the messages in Postfix's hold queue (read with postcat)."""
+    seqs: Counter[str] = Counter()
+    for path in sorted((postfix.spool / "hold").glob("*")):
+        res = subprocess.run(
+            [postfix_bin("postcat"), "-c", str(postfix.etc), "-h", str(path)],
+            capture_output=True,
+            timeout=30,
+        )
+        m = _SEQ_RE.search(res.stdout)
+        if m:
+            seqs[m.group(1).decode(errors="replace")] += 1
+    return seqs
 
 
 def brandgate_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -1010,7 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--delay", type=float, default=0.0, help="seconds before answering DATA")
         p.add_argument("--slow-first", type=int, default=0, help="only the first N are slow")
     lab = sub.add_parser("lab", help="start a whole lab by hand and keep it up until Ctrl-C")
-    lab.add_argument("--mode", choices=("after-queue", "before-queue"), default="after-queue")
+    lab.add_argument("--mode", choices=tuple(FRONTS), default="after-queue")
     lab.add_argument(
         "--filter",
         choices=("brandgate", "relay", "none"),
@@ -1125,7 +1177,11 @@ def _run_lab(args: argparse.Namespace) -> int:
             config = args.config or write_overlay_config(
                 base / "config", tag=None, quarantine=None, reject=None
             )
-            lab.add(lab.brandgate(base / "quarantine", config))
+            if args.mode == "milter":
+                log = base / "logs" / "milter.log"
+                lab.add(milter_proc(lab.ports.filter, base / "quarantine", log, config))
+            else:
+                lab.add(lab.brandgate(base / "quarantine", config))
         p = lab.ports
         print(
             f"lab up in {base} ({args.mode}, filter: {args.filter})\n"
