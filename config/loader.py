@@ -667,13 +667,14 @@ def _load_lexicon(dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog) 
         cues["after"],
         cues["generic_author"],
         lure_words,
+        display_words=cues["display_words"],
     )
 
 
 def _load_cues(
     dirs: list[Path], read: Reader, p: Problems, log: _ChangeLog
 ) -> dict[str, frozenset[str]]:
-    keys = ("before", "after", "generic_author")
+    keys = ("before", "after", "generic_author", "display_words")
     acc: dict[str, set[str]] = {k: set() for k in keys}
     for root in dirs:
         file = root / "claim_cues.toml"

@@ -31,7 +31,7 @@ from typing import Protocol
 from filters.context import Context
 from filters.lookalike import Imitation, classify, segment
 from filters.registry import Brand, BrandRegistry, Lexicon
-from filters.text import skeleton, words_skeleton
+from filters.text import fold_accents, normalise, skeleton, words_skeleton
 from filters.types import BrandClaim, Features
 
 # How strongly each place speaks *as* the brand (the factor of the claim's findings).
@@ -68,10 +68,27 @@ _DISPLAY_STRENGTH_UNKNOWN_WORDS = 0.8  # distinctive name beside words of unknow
 _WEAK_STRENGTH = 0.9  # an ordinary-word name made a claim by service words beside it
 
 
-def fold(text: str) -> str:
+def fold(text: str, leet: bool = True) -> str:
     """The matching form: words_skeleton without apostrophes, with "i" read as "l" (the
-    capital I and small l look alike in most fonts, and phishers swap them)."""
-    return words_skeleton(_APOSTROPHES.sub("", text)).replace("i", "l")
+    capital I and small l look alike in most fonts, and phishers swap them), and a break
+    where Latin letters meet another script ("ㅐㅐFreedom": filler glued to a name)."""
+    text = _SCRIPT_EDGE.sub(" ", _APOSTROPHES.sub("", text))
+    return words_skeleton(text, leet).replace("i", "l")
+
+
+# A Latin letter next to a CJK or Hangul one (either order).
+_SCRIPT_EDGE = re.compile(
+    r"(?<=[A-Za-z])(?=[\u1100-\u11ff\u3130-\u318f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af])"
+    r"|(?<=[\u1100-\u11ff\u3130-\u318f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af])(?=[A-Za-z])"
+)
+
+
+def _token_forms(text: str) -> tuple[list[str], list[str]]:
+    """(digits kept, digits read as letters): "11st" must stay a name, "amaz0n" must not."""
+    plain = fold(text, leet=False).split()
+    if not any(ch.isdigit() or ch in "$|" for ch in text):
+        return plain, plain
+    return plain, fold(text).split()
 
 
 def fold_joined(text: str) -> str:
@@ -95,9 +112,9 @@ class _Index:
         if _NONLATIN.search(name):
             self.cjk.append((words_skeleton(name).replace(" ", ""), key))
             return
-        words = tuple(fold(name).split())
-        if not words:
-            return
+        words = tuple(fold(name, leet=False).split())
+        if not words or len("".join(words)) < 2:
+            return  # a one-letter name ("X") matches everything
         self.by_first[words[0]].append((words, key, strong))
         joined = "".join(words)
         if strong and len(joined) >= MIN_GLUED:
@@ -166,10 +183,23 @@ def _scan_tokens(idx: _Index, tokens: list[str], allow_weak: bool) -> list[_Matc
     return found
 
 
+def _scan_forms(idx: _Index, plain: list[str], leet: list[str], allow_weak: bool) -> list[_Match]:
+    """Matches in the digits-kept form, then the letters-for-digits form where it adds any."""
+    found = _scan_tokens(idx, plain, allow_weak)
+    if leet is not plain:
+        taken = {i for m in found for i in range(m.start, m.end)}
+        found += [
+            m
+            for m in _scan_tokens(idx, leet, allow_weak)
+            if not taken.intersection(range(m.start, m.end))
+        ]
+    return found
+
+
 def _scan(idx: _Index, text: str, allow_weak: bool) -> tuple[list[_Match], list[str]]:
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
-    tokens = fold(text).split()
-    found = _scan_tokens(idx, tokens, allow_weak)
+    plain, tokens = _token_forms(text)
+    found = _scan_forms(idx, plain, tokens, allow_weak)
     if idx.cjk and _NONLATIN.search(text):
         flat = words_skeleton(text).replace(" ", "")
         found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
@@ -263,22 +293,36 @@ def _service_words(lex: Lexicon) -> frozenset[str]:
         return hit[1]
     words = frozenset(
         w.replace("i", "l")
-        for w in (*lex.generic_author, *lex.cues_after, *lex.cues_before, *lex.lure_words)
+        for w in (
+            *lex.generic_author,
+            *lex.cues_after,
+            *lex.cues_before,
+            *lex.lure_words,
+            *lex.display_words,
+        )
     )
     _service_cache[id(lex)] = (lex, words)
     return words
 
 
-def _display_claims(idx: _Index, f: Features, lex: Lexicon) -> list[tuple[_Match, float]]:
+def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match, float]]:
     """Display-name matches with the strength each deserves."""
+    lex = ctx.lexicon
     display = (f.from_addr.display if f.from_addr else "")[:_MAX_NAME_TEXT]
-    # "X via SurveyMonkey", "X (via Google Docs)": the platform relays, X is who speaks.
+    # "X via SurveyMonkey", "X (via Google Docs)": the platform relays, X is who speaks --
+    # unless the platform is the sender's own brand ("DPD (via Allegro)" from Allegro's
+    # domain): then a marketplace relays a carrier's notice, and the sender is known.
     display, via = _split_via(display)
+    if via and _relayed_by_sender(idx, via, f, ctx):
+        return []
+    # An address written as the display name ("support@paypal.com" <x@evil>): its domain is
+    # the claim; its local part is only a mailbox name ("hyatt@mozilla" is a person).
+    display = _ADDRESS_IN_TEXT.sub(r" \1 ", fold_accents(normalise(display)))
     if not display.strip():
         return []
     raw_tokens = words_skeleton(_APOSTROPHES.sub("", display)).split()
-    tokens = [t.replace("i", "l") for t in raw_tokens]
-    matches = _scan_tokens(idx, tokens, allow_weak=True)
+    plain, tokens = _token_forms(display)
+    matches = _scan_forms(idx, plain, tokens, allow_weak=True)
     if not matches and tokens:
         matches = _glued_in_words(idx, raw_tokens) or _doubled(idx, tokens)
         if matches:  # a name spelled out, glued on or stuttered: a trick, not a person's name
@@ -304,18 +348,27 @@ def _display_claims(idx: _Index, f: Features, lex: Lexicon) -> list[tuple[_Match
             continue
         if unknown and m.end - m.start == 1 and _person(display, unknown, f):
             continue
+        if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
+            continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
         out.append((m, 1.0 if not unknown else _DISPLAY_STRENGTH_UNKNOWN_WORDS))
     return out
 
 
+_ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)*)")
 _VIA = re.compile(r"\s*\(?\s*\b(?:via|über|par|por|através de|tramite)\s+[^()]*\)?\s*$", re.I)
 
 
-def _split_via(display: str) -> tuple[str, bool]:
+def _split_via(display: str) -> tuple[str, str]:
+    """(who speaks, the platform that relays it) of "X via Y"; ("...", "") without one."""
     m = _VIA.search(display)
     if m is None or m.start() == 0:
-        return display, False
-    return display[: m.start()], True
+        return display, ""
+    return display[: m.start()], m.group()
+
+
+def _relayed_by_sender(idx: _Index, via: str, f: Features, ctx: Context) -> bool:
+    owner = ctx.registry.sender_brand(f.from_addr.domain) if f.from_addr else None
+    return owner is not None and any(m.key == owner[0] for m in _scan(idx, via, True)[0])
 
 
 _FROM_WORDS = frozenset({"from", "von", "de", "da", "do", "van", "di", "del", "od", "z"})
@@ -324,11 +377,13 @@ _FROM_WORDS = frozenset({"from", "von", "de", "da", "do", "van", "di", "del", "o
 def _own_mailbox(name: str, f: Features) -> bool:
     """The mailbox is named after this word plus more letters ("Tim" <timod@...>,
     "Chase" <chase.miller@...>): a person's first name, not a brand."""
-    local = (f.from_addr.local if f.from_addr else "").lower().replace("i", "l")
+    local = (f.from_addr.local if f.from_addr else "").lower()
     word = name.replace(" ", "")
-    return (local.startswith(word) and len(local) > len(word) and local[len(word)].isalpha()) or (
-        local.startswith(word + ".") and len(local) > len(word) + 2
-    )
+    if not local.replace("i", "l").startswith(word) or len(local) <= len(word):
+        return False
+    rest = local[len(word) :].lstrip("._-")
+    # "appleverification", "chase-alerts": service words after the name are no person's.
+    return len(rest) >= 2 and rest.isalpha() and segment(rest) is None
 
 
 def _person(display: str, unknown: list[str], f: Features) -> bool:
@@ -352,10 +407,25 @@ def _person(display: str, unknown: list[str], f: Features) -> bool:
 
 
 def _names_itself(f: Features) -> bool:
-    """The display name is the sender's own organisation ("WinXPnews" from winxpnews.com):
-    the author is known, so brands in its subject are its topics."""
-    own = _own_label(f)
-    return bool(own) and own in fold_joined(f.display_norm)
+    """The display name is the sender's own organisation ("WinXPnews" from winxpnews.com,
+    "Media Unspun" from mediaunspun.imakenews.net, a newsletter host's tenant): the author is
+    known, so brands in its subject are its topics."""
+    display = fold_joined(f.display_norm)
+    return bool(display) and any(label in display for label in _domain_labels(f))
+
+
+def _domain_labels(f: Features) -> list[str]:
+    """The names in the sender's domain that could be an organisation's (4+ letters, the
+    public suffix and generic mail labels left out)."""
+    addr = f.from_addr
+    if addr is None or not addr.domain or not addr.registrable:
+        return []
+    head = addr.domain[: -len(addr.registrable)].rstrip(".")
+    labels = [addr.registrable.split(".", 1)[0], *head.split(".")[-3:]]
+    return [fold_joined(x) for x in labels if len(x) >= 4 and x.isalpha() and x not in _MAIL_LABELS]
+
+
+_MAIL_LABELS = frozenset({"mail", "email", "news", "info", "newsletter", "mailer", "smtp", "send"})
 
 
 def _own_label(f: Features) -> str:
@@ -375,11 +445,26 @@ def _with_cue(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_M
     before_cues, after_cues = _cues(lex)
     out = []
     for m in matches:
-        before = set(tokens[max(0, m.start - 3) : m.start])
-        after = set(tokens[m.end : m.end + 2])
-        if before & before_cues or after & after_cues or m.start == m.end == 0:
+        # An ordinary word needs a service word of its own ("Next account"), not a
+        # possessive: "your next phone", "your free gift" speak of no brand.
+        before = set(tokens[max(0, m.start - 3) : m.start]) if m.strong else set()
+        # The name's own words count ("Visa Card", "Apple Support"), and so do longer forms
+        # of a cue word ("Gutscheins", "rewards").
+        after = [*tokens[m.start + 1 : m.end], *tokens[m.end : m.end + 2]]
+        if (
+            before & before_cues
+            or any(_cued_word(w, after_cues) for w in after)
+            or m.start == m.end == 0
+        ):
             out.append(m)
     return out
+
+
+def _cued_word(word: str, cues: frozenset[str]) -> bool:
+    if word in cues:
+        return True
+    # An inflected form: a cue of six letters or more plus an ending of at most two.
+    return len(word) >= 7 and any(word[:n] in cues for n in (len(word) - 1, len(word) - 2))
 
 
 _cue_cache: dict[int, tuple[Lexicon, frozenset[str], frozenset[str]]] = {}
@@ -403,11 +488,13 @@ def _generic_author(f: Features, lex: Lexicon) -> bool:
 def _local_matches(idx: _Index, local: str) -> list[tuple[_Match, float]]:
     # "paypal.support.team", "amazon-rewards2024": split on separators and digits; then a
     # distinctive name glued to other letters ("walmartnoticescenter").
-    parts = [p for p in re.split(r"[^a-z]+", local.lower()[:64]) if p]
+    parts = [p for p in re.split(r"[^a-z]+", _APOSTROPHES.sub("", local.lower()[:64])) if p]
     whole = len(parts) == 1  # the mailbox is the name itself ("dpd@...", "ups@...")
     found = [
         (m, 1.0)
-        for m in _scan_tokens(idx, [fold(p) for p in parts], allow_weak=False)
+        for m in _scan_forms(
+            idx, [fold(p, leet=False) for p in parts], [fold(p) for p in parts], False
+        )
         if len(m.name) >= 4 or whole
     ]
     if found:
@@ -442,7 +529,6 @@ def _link_text_matches(f: Features, ctx: Context) -> list[tuple[str, str]]:
 
 def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     idx = _index(ctx.registry)
-    lex = ctx.lexicon
     votes: dict[str, dict[str, float]] = defaultdict(dict)
     matched: dict[str, set[str]] = defaultdict(set)
 
@@ -451,7 +537,7 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
         votes[key][place] = max(votes[key].get(place, 0.0), strength)
         matched[key].add(word)
 
-    for m, factor in _display_claims(idx, f, lex):
+    for m, factor in _display_claims(idx, f, ctx):
         vote(m.key, "display-name", m.name, factor)
     if f.from_addr and f.from_addr.local:
         for m, factor in _local_matches(idx, f.from_addr.local):
@@ -494,8 +580,8 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
     for m in _with_cue(tokens, hits, lex) if hits else ():
         vote(m.key, "body", m.name, 1.25 if vague else 1.0)
     for alt in f.image_alts[:_MAX_ALTS]:
-        words = fold(alt).split()
-        for m in _scan_tokens(idx, words, allow_weak=False):
+        plain, words = _token_forms(alt)
+        for m in _scan_forms(idx, plain, words, allow_weak=False):
             if len(words) <= len(m.name.split()) + 2:  # a logo's alt, not a caption
                 vote(m.key, "img-alt", m.name)
 
@@ -512,7 +598,9 @@ def _domain_claim(f: Features, ctx: Context, idx: _Index) -> tuple[str, str, flo
     if addr.registrable in ctx.lists.freemail or addr.domain in ctx.lists.freemail:
         return None
     if ctx.registry.esp_of(addr.domain) is not None or addr.registrable in ctx.lists.esp_domains:
-        return None
+        # A vendor's host that spells its customer's domain ("digital.costco.com.cname.cjm.
+        # adobe.com"): the customer speaks, through the vendor.
+        return _customer_of_vendor(addr.domain, addr.registrable, ctx)
     own = ctx.registry.sender_brand(addr.domain)
     if own:
         return own[0], own[1], 1.0
@@ -523,6 +611,18 @@ def _domain_claim(f: Features, ctx: Context, idx: _Index) -> tuple[str, str, flo
     glued = _glued_in_label(idx, label, MIN_GLUED + 1)
     if glued is not None and _LETTERS.fullmatch(label.replace("-", "")):
         return glued.key, addr.registrable, 0.85
+    return None
+
+
+def _customer_of_vendor(domain: str, vendor: str, ctx: Context) -> tuple[str, str, float] | None:
+    """The brand whose domain a vendor's host spells in its subdomain, if any."""
+    head = domain[: -len(vendor)].rstrip(".").split(".")[:10]
+    for i in range(len(head) - 1):
+        for size in (3, 2):
+            spelled = ".".join(head[i : i + size])
+            hit = ctx.registry.sender_brand(spelled)
+            if hit is not None and hit[1] == spelled:
+                return hit[0], spelled, 0.7
     return None
 
 

@@ -286,7 +286,19 @@ def extract(
         envelope=envelope if envelope is not None else Envelope(),
         list_headers="list-id" in heads or "list-unsubscribe" in heads,
         mailing_list=any(h in heads for h in _LIST_HEADERS),
+        message_id_domain=_message_id_domain(heads),
     )
+
+
+_MESSAGE_ID = re.compile(r"<?[^<>@\s]{0,256}@([A-Za-z0-9.-]{1,253})>?")
+
+
+def _message_id_domain(heads: Headers) -> str:
+    values = heads.get("message-id")
+    if not values:
+        return ""
+    m = _MESSAGE_ID.search(values[0][:600])
+    return m.group(1).lower().strip(".") if m else ""
 
 
 _LIST_HEADERS = ("list-id", "list-post", "x-beenthere", "mailing-list", "x-mailman-version")

@@ -94,6 +94,7 @@ class BrandRegistry:
     _sender_index: dict[str, str] = field(default_factory=dict)  # domain -> brand key
     _link_index: dict[str, str] = field(default_factory=dict)
     _esp_index: dict[str, str] = field(default_factory=dict)  # domain -> ESP key
+    _esp_labels: dict[str, str] = field(default_factory=dict)  # "bazaarvoice" -> ESP key
     _depth: int = 1  # labels of the longest entry in any index
 
     def __post_init__(self) -> None:
@@ -105,6 +106,9 @@ class BrandRegistry:
         for esp in self.esps.values():
             for dom in esp.all_domains():
                 self._esp_index.setdefault(dom, esp.key)
+                label = dom.split(".", 1)[0]
+                if len(label) >= 6 and label.isalpha() and dom.count(".") == 1:
+                    self._esp_labels.setdefault(label, esp.key)
         entries = (*self._sender_index, *self._link_index, *self._esp_index)
         self._depth = max((e.count(".") + 1 for e in entries), default=1)
 
@@ -131,9 +135,17 @@ class BrandRegistry:
         return self._lookup(self._link_index, domain)
 
     def esp_of(self, domain: str) -> Esp | None:
-        """The vendor (ESP, review or survey service) that `domain` belongs to, if known."""
+        """The vendor (ESP, review or survey service) that `domain` belongs to, if known:
+        one of its listed domains, or a domain named after it with a hyphenated suffix
+        ("bazaarvoice-cgc.com"), as vendors name the extra domains they send from."""
         hit = self._lookup(self._esp_index, domain)
-        return self.esps[hit[0]] if hit else None
+        if hit:
+            return self.esps[hit[0]]
+        labels = domain.lower().rstrip(".").rsplit(".", 2)
+        label = labels[-2] if len(labels) >= 2 else ""
+        head = label.split("-", 1)[0]
+        key = self._esp_labels.get(head) if head != label else None
+        return self.esps[key] if key else None
 
     def uses_esp(self, brand: Brand, domain: str) -> Esp | None:
         """The vendor behind `domain` when the brand is known to mail through it."""
@@ -177,3 +189,6 @@ class Lexicon:
     cues_after: frozenset[str] = frozenset()
     generic_author: frozenset[str] = frozenset()
     lure_words: frozenset[str] = frozenset()  # first words of lure phrases ("gift", "verify")
+    # Words that speak for a sender in a display name only ("Partner", "Quotes", "Perks"):
+    # beside a brand there they make a claim; in a subject they are ordinary words.
+    display_words: frozenset[str] = frozenset()

@@ -103,11 +103,13 @@ def _unleet(word: str) -> str:
     return word.translate(_LEETSPEAK)
 
 
-def words_skeleton(text: str) -> str:
+def words_skeleton(text: str, leet: bool = True) -> str:
     """A brand-matching form keeping word boundaries as single spaces: normalised, accents
-    dropped, digits that pass for letters folded inside words, punctuation removed."""
+    dropped, digits that pass for letters folded inside words (unless leet=False: for names
+    that really have digits, "11st", "3M"), punctuation removed. Folding maps one character
+    to one, so both forms have the same words in the same places."""
     words = _NOT_WORD.sub(" ", fold_accents(normalise(text))).split()
-    if not _LEET_CHARS.search(text):
+    if not leet or not _LEET_CHARS.search(text):
         return " ".join(words)
     return " ".join(_unleet(w) for w in words)
 

@@ -131,6 +131,9 @@ class Features:
     # Distributed by a mailing list (List-Id, List-Post, X-BeenThere, Mailing-List): the list
     # rewrites the envelope and Reply-To, and its members link wherever they like.
     mailing_list: bool = False
+    # The domain of the Message-ID ("<x@mail.example.com>" -> "mail.example.com"), lower-case,
+    # "" when absent: the software that wrote the message names its host there.
+    message_id_domain: str = ""
 
 
 @dataclass(frozen=True, slots=True)

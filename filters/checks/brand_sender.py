@@ -16,7 +16,8 @@ RULES = {
     "BRAND_SENDER_UNVERIFIED": "Claims a brand, but the From domain is not one of the brand's",
     "BRAND_MENTION_UNVERIFIED": "Speaks as a brand in the subject or body only, from a domain "
     "that is not the brand's",
-    "BRAND_SENDER_VENDOR": "Claims a brand and sends through a vendor the brand is known to use",
+    "BRAND_SENDER_VENDOR": "Claims a brand from a vendor's shared domain (an ESP, review or "
+    "survey service): its customer, the brand or anybody, sent it",
     "BRAND_FREEMAIL_SENDER": "Claims a brand while sending from a freemail mailbox",
     "BRAND_DOMAIN_SPOOF": "Uses the brand's own From domain, but trusted authentication failed",
     "BRAND_DOMAIN_UNAUTHENTICATED": "Uses the brand's own From domain with nothing from the brand "
@@ -54,12 +55,16 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         else:
             yield from _unvouched(f, brand, reg, ctx.lists)
         return
-    vendor = reg.uses_esp(brand, f.from_addr.domain) if f.from_addr.domain else None
+    vendor = reg.esp_of(f.from_addr.domain) if f.from_addr.domain else None
     if vendor is not None:
+        # A vendor's shared domain vouches for one of its customers: the brand, if it is
+        # known to mail through it, or anybody with an account there.
+        declared = vendor.key in brand.esps
+        said = "is known to mail" if declared else "is not known to mail"
         yield Finding(
             "BRAND_SENDER_VENDOR",
-            (f"{brand.name} mails through {vendor.name}; sent from {domain}",),
-            factor=claim.strength,
+            (f"sent from {domain}, a shared domain of {vendor.name}; {brand.name} {said} there",),
+            factor=round(claim.strength * (0.5 if declared else 1.0), 2),
         )
         return
     authored = any(w in AUTHOR_PLACES for w in claim.where)
@@ -105,11 +110,16 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> I
         and not reg.may_send(brand, rp.domain)
         and not _infrastructure(rp.domain, brand, reg, lists)
     )
+    # Mail software names its own host in the Message-ID: a webmail provider's there means
+    # the message was written in somebody's webmail account, not by the brand's systems.
+    webmail_id = registrable(f.message_id_domain) in lists.freemail
     if strangers:
         evidence.append(f"signed only by {', '.join(dict.fromkeys(strangers))}")
     if foreign_rp and rp is not None:
         evidence.append(f"envelope sender {rp.domain} is not {a_or_an(brand.name)} domain")
-    if strangers or foreign_rp:
+    if webmail_id:
+        evidence.append(f"Message-ID written at the webmail provider {f.message_id_domain}")
+    if strangers or foreign_rp or webmail_id:
         yield Finding("BRAND_DOMAIN_FORGED", tuple(evidence))
         return
     if signers:

@@ -11,6 +11,8 @@ from filters.types import BrandClaim, Features, Finding
 
 RULES = {
     "BRAND_LINK_DIVERSION": "Claims a brand, but its links lead outside the brand's domains",
+    "BRAND_DOMAIN_LINKS_OUT": "Sent from the claimed brand's own domain, with links to other "
+    "sites (a partner, a tracker, or a spoof's landing page)",
     "BRAND_LINKS_OWN": "Sent from the brand's domain or vendor, and every link stays on the "
     "brand's own domains (lowers the score: a diversion needs somewhere else to go)",
 }
@@ -22,6 +24,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     reg = ctx.registry
     brand = reg.brands[claim.brand]
     sender_is_brand = bool(f.from_addr and reg.may_send(brand, f.from_addr.domain))
+    sender_vendor = reg.esp_of(f.from_addr.domain) if f.from_addr else None
     links = cta_links(f, ctx.lists)
     if not links:
         return
@@ -39,8 +42,14 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
                 continue
             if reg.uses_esp(brand, dom) or country_site(dom, brand.key, reg):
                 continue
+            # The sending vendor's own hosts (review forms, click tracking) in its mail.
+            if sender_vendor is not None and reg.esp_of(dom) is sender_vendor:
+                continue
             foreign.append(link.host_unicode if dom == link.registrable else dom)
-    vouched = sender_is_brand or bool(f.from_addr and reg.uses_esp(brand, f.from_addr.domain))
+    # The brand's own domain, or a vendor's shared one (brands mail through ESPs and review
+    # services from those): with every link on the brand's domains that is the brand's mail
+    # or, at worst, a reply scam; a stranger's own domain earns nothing.
+    vouched = sender_is_brand or sender_vendor is not None
     if not foreign:
         # Only the brand's own (or its vendor's) mail earns this: a stranger copying the
         # brand's links wants a reply or a call, not a click.
@@ -52,11 +61,18 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             )
         return
     share = len(foreign) / max(1, len(links))
+    factor = min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5)
+    if sender_is_brand and any(reg.may_send(brand, d) for d in f.dkim_domains):
+        # The brand's domain signed it (as it claims; verification, where there is DNS, says
+        # whether it holds): a brand linking to partners, not a spoof sending people away.
+        factor *= 0.5
     yield Finding(
-        "BRAND_LINK_DIVERSION",
+        # From the brand's own domain the links' destination means less: brands link to
+        # partners and trackers; a spoof of that domain is judged by brand_sender.
+        "BRAND_DOMAIN_LINKS_OUT" if sender_is_brand else "BRAND_LINK_DIVERSION",
         (
             f"claims to be {brand.name}; links go to {sample(foreign)}",
             f"{len(foreign)} of {len(links)} links leave {brand.name}'s domains",
         ),
-        factor=round(min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5), 2),
+        factor=round(factor, 2),
     )
