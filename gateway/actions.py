@@ -11,6 +11,7 @@ reaches a header unsanitised.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import html
@@ -18,12 +19,14 @@ import itertools
 import quopri
 import re
 import textwrap
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from filters.scoring import decide
 from filters.types import Verdict
 from gateway.settings import FALLBACK_BANNER, ArcSettings, BannerText, GatewaySettings, Policy
 
@@ -377,19 +380,6 @@ def _rewrite(
     return prefix_subject(body, subject_prefix), banner_done
 
 
-def tagged(
-    raw: bytes,
-    verdict: Verdict,
-    *,
-    banner: bool,
-    subject_prefix: str,
-    text: str | None = None,
-) -> tuple[bytes, bool]:
-    """The tagged message and whether a banner went in (on failure: headers only)."""
-    body, banner_done = _rewrite(raw, verdict, banner, text, subject_prefix)
-    return prepend(body, tag_fields(verdict)), banner_done
-
-
 @dataclass(frozen=True, slots=True)
 class Marking:
     """How to mark one message: what the gateway settings and the recipient's policy say."""
@@ -397,6 +387,7 @@ class Marking:
     required: float  # the score that tags, for X-Brandgate-Status / X-Spam-Status
     authserv_id: str  # ours, in Authentication-Results
     version: str = "0"
+    pass_headers: bool = True  # passed mail gets the header fields too
     spam_headers: bool = False
     authentication_results: bool = True
     banner: bool = False
@@ -414,6 +405,7 @@ def marking_for(
         required=thresholds["tag"],
         authserv_id=s.our_authserv_id,
         version=version,
+        pass_headers=s.pass_headers,
         spam_headers=s.spam_headers,
         authentication_results=s.authentication_results,
         banner=policy.banner,
@@ -433,8 +425,11 @@ class Marked:
 
 
 def mark(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
-    """The message as it leaves: headers on every message; for `tag` also the Subject prefix
+    """The message as it leaves: header fields on every message (on passed mail only with
+    pass_headers; without, passed mail leaves as it came); for `tag` also the Subject prefix
     and the banner when configured, ARC-sealed when that changed signed content."""
+    if action == "pass" and not m.pass_headers:
+        return Marked(raw, False, False, "not needed")
     body, banner_done = raw, False
     if action == "tag":
         text = banner_text(verdict, m.banner_text, m.banner_report) if m.banner else None
@@ -459,6 +454,65 @@ def mark(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
     if changed and m.arc is not None:
         data, arc_state = arc_seal(data, m.arc, m.authserv_id)
     return Marked(data, banner_done, changed, arc_state)
+
+
+async def mark_async(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
+    """mark(), in a thread when it may ARC-sign: an RSA signature must not stall the loop."""
+    if action == "tag" and m.arc is not None:
+        return await asyncio.to_thread(mark, raw, verdict, m, action)
+    return mark(raw, verdict, m, action)
+
+
+# --------------------------------------------------------------------------- which policy
+
+SEVERITY = ("pass", "tag", "quarantine", "reject")  # each protects more than the one before
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What becomes of one scanned message, and under whose policy."""
+
+    verdict: Verdict  # as the deciding policy's thresholds read the score
+    action: str  # pass, tag, quarantine or reject
+    policy: Policy
+    marking: Marking
+
+
+def decision_for(
+    s: GatewaySettings,
+    verdict: Verdict,
+    rcpts: Sequence[str],
+    thresholds: dict[str, float],
+    version: str,
+    *,
+    in_session: bool | None = None,
+) -> Decision:
+    """The action and marking for a message to these recipients (`thresholds`: the engine's).
+
+    Each recipient's policy reads the score with its own thresholds and maps the verdict with
+    its own actions. One message gets one answer and one body, so the strictest action wins
+    (reject > quarantine > tag > pass), under the policy that asked for it; on a tie a policy
+    with the banner on, then the earliest recipient. The SMTP modes keep one policy to a
+    transaction (452 4.5.3 at RCPT), so there this is the first recipient's policy; a milter
+    cannot split a transaction, and no recipient then gets less than its policy asks for."""
+    best: tuple[tuple[int, bool], Decision] | None = None
+    seen: set[str] = set()
+    for rcpt in rcpts or ("",):
+        policy = s.policy_for(rcpt)
+        if policy.key in seen:
+            continue
+        seen.add(policy.key)
+        own = policy.thresholds or thresholds
+        read = verdict
+        if policy.thresholds is not None:
+            read = replace(verdict, verdict=decide(verdict.score, own))
+        action = s.action_for(read.verdict, policy, in_session=in_session)
+        rank = (SEVERITY.index(action), policy.banner)
+        if best is None or rank > best[0]:
+            marking = marking_for(s, policy, own, version)
+            best = (rank, Decision(read, action, policy, marking))
+    assert best is not None
+    return best[1]
 
 
 def arc_seal(data: bytes, arc: ArcSettings, authserv_id: str) -> tuple[bytes, str]:

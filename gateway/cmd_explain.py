@@ -113,6 +113,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         ("block list", _access_count(cfg, "block")),
         ("recipient policies", str(len(settings.recipients))),
         ("tagging", _tagging(settings)),
+        ("passed mail", _passed(settings)),
     ]
     width = max(len(k) for k, _ in facts)
     for key, value in facts:
@@ -140,6 +141,12 @@ def _tagging(s: Any) -> str:
         return "headers only (DKIM signatures stay valid)"
     seal = "ARC-sealed" if s.arc is not None else "not ARC-sealed: DKIM breaks for later hops"
     return f"headers + {' + '.join(changes)} ({seal})"
+
+
+def _passed(s: Any) -> str:
+    if s.pass_headers:
+        return "header fields prepended, the rest as it came (gateway.pass_headers)"
+    return "left byte for byte as it came (gateway.pass_headers = false)"
 
 
 def cmd_rules(args: argparse.Namespace) -> int:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from config.loader import load_config, with_trusted_authserv
 from filters.engine import Engine
-from filters.scoring import decide
 from filters.types import Envelope
 from gateway import actions
 from gateway.options import add_config, add_trusted_authserv, error
@@ -66,14 +64,13 @@ def run(args: argparse.Namespace) -> int:
         raw, spam=settings.spam_headers, authserv_id=settings.our_authserv_id
     )
     envelope = Envelope(rcpt_tos=(args.recipient,) if args.recipient else ())
-    verdict = engine.scan(clean, envelope)
-    policy = settings.policy_for(args.recipient)
-    thresholds = policy.thresholds or config.thresholds
-    if policy.thresholds is not None:
-        verdict = replace(verdict, verdict=decide(verdict.score, thresholds))
-    marking = actions.marking_for(settings, policy, thresholds, version())
-    action = "pass" if verdict.verdict == "pass" else "tag"
-    marked = actions.mark(clean, verdict, marking, action)
+    decision = actions.decision_for(
+        settings, engine.scan(clean, envelope), envelope.rcpt_tos, config.thresholds, version()
+    )
+    verdict = decision.verdict
+    # Nothing is held or refused here: what the gateway would not pass on is printed tagged.
+    action = "pass" if decision.action == "pass" else "tag"
+    marked = actions.mark(clean, verdict, decision.marking, action)
     sys.stdout.buffer.write(marked.data)
     sys.stdout.buffer.flush()
     if args.exit_code and verdict.verdict != "pass":

@@ -6,15 +6,18 @@
     per message: MAIL, RCPT..., header fields, body chunks (bounded by data_size_limit),
     end of message -> scan in the process pool -> the verdict's action as milter replies:
 
-      pass        no edits at all: the MTA's copy stays byte for byte as it came
-      tag         X-Brandgate-* fields on top, the banner by body replacement
+      pass        header fields inserted on top, nothing else changed (with
+                  gateway.pass_headers = false no edit at all)
+      tag         the same fields, the Subject prefix and the banner when configured
+                  (body replacement), ARC-sealed when that changed signed content
       quarantine  Postfix's hold queue (SMFIR_QUARANTINE) and/or brandgate's store
       reject      550 5.7.1 and the one-line reason, in the SMTP session
       failure     451 4.3.0 (or, fail-open, pass with X-Brandgate-Status: error)
 
-What the message becomes is decided where the SMTP modes decide it (gateway/actions.py,
-gateway/settings.py action_for, gateway/quarantine.py); gateway/milter_edits.py turns the
-resulting bytes into edit requests, gateway/milter_protocol.py into packets.
+What the message becomes is decided where the SMTP modes decide it: actions.decision_for
+(the recipients' policies; one transaction here may hold several, and the strictest wins),
+actions.mark (headers, banner, ARC), gateway/quarantine.py. gateway/milter_edits.py turns
+the resulting bytes into edit requests, gateway/milter_protocol.py into packets.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from filters.types import Envelope, Verdict
 from gateway import actions, milter_edits
 from gateway import milter_protocol as mp
 from gateway.milter_settings import Endpoint
-from gateway.scanpool import EngineFactory, ScanError, default_engine_factory
+from gateway.scanpool import EngineFactory, default_engine_factory
 from gateway.server import Gateway, _kv
 from gateway.settings import GatewaySettings, from_config, with_overrides
+from gateway.version import version
 
 log = logging.getLogger("brandgate.milter")
 msglog = logging.getLogger("brandgate.message")
@@ -350,7 +354,11 @@ class MilterConnection:
             return await self._decide(envelope, record)
         finally:
             record["ms"] = round((time.monotonic() - t0) * 1000)
-            msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in record.items() if v is not None))
+            fields = {k: v for k, v in record.items() if v is not None}
+            # the SMTP modes' line, structured fields included (--log-format json)
+            msglog.info(
+                " ".join(f"{k}={_kv(v)}" for k, v in fields.items()), extra={"fields": fields}
+            )
 
     async def _decide(self, envelope: Envelope, record: dict[str, Any]) -> list[bytes]:
         gw = self.gateway
@@ -358,51 +366,51 @@ class MilterConnection:
         if self.oversize:
             return self._oversize(record)
         raw = milter_edits.reconstruct(self.fields, bytes(self.body), leadspc=self.leadspc)
-        clean = actions.strip_our_headers(raw)
-        t_scan = time.monotonic()
-        try:
-            verdict = await gw.scans.scan(clean, envelope)
-            if verdict.status == "error":
-                raise ScanError(verdict.error or "engine reported an error")
-        except ScanError as exc:
-            gw.metrics.scan_errors.inc()
-            record.update(verdict="error", error=str(exc))
+        clean = actions.strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
+        verdict = await gw.scan(clean, envelope, record)
+        if verdict is None:
             if not s.fail_open:
                 gw.metrics.messages.labels("error", "tempfail").inc()
                 record.update(action="tempfail", reply=TEMPFAIL_SCAN)
                 return [mp.reply_code(TEMPFAIL_SCAN)]
             gw.metrics.messages.labels("error", "pass").inc()
             record.update(action="pass", reply="continue")
-            return [*self._to(actions.prepend(clean, actions.error_fields(str(exc)))), mp.CONTINUE]
-        finally:
-            gw.metrics.scan_seconds.observe(time.monotonic() - t_scan)
-        action = s.action_for(verdict.verdict, in_session=True)
-        record.update(
-            verdict=verdict.verdict,
-            action=action,
-            score=f"{verdict.score:.2f}",
-            brand=verdict.brand.name if verdict.brand else None,
-            rules=",".join(f"{f.rule}={f.score:.2f}" for f in verdict.findings) or None,
+            error = str(record.get("error", ""))
+            return [*self._to(actions.prepend(clean, actions.error_fields(error))), mp.CONTINUE]
+        # Recipients of several policies share this one answer: the strictest one decides.
+        decision = actions.decision_for(
+            s, verdict, envelope.rcpt_tos, gw.config.thresholds, version(), in_session=True
         )
-        gw.metrics.messages.labels(verdict.verdict, action).inc()
+        gw.note_decision(decision, record)
+        verdict, action = decision.verdict, decision.action
         if action == "reject":
             reply = actions.reject_reply(verdict)
             record["reply"] = reply
             return [mp.reply_code(reply)]
         if action == "quarantine":
-            return await self._quarantine(raw, clean, envelope, verdict, record)
-        target = self._tagged(clean, verdict, record) if action == "tag" else clean
+            return await self._quarantine(raw, clean, envelope, decision, record)
+        target = await self._marked(clean, decision, action, record)
         record["reply"] = "continue"
         return [*self._to(target), mp.CONTINUE]
 
-    def _tagged(self, clean: bytes, verdict: Verdict, record: dict[str, Any]) -> bytes:
-        s = self.gateway.settings
-        banner = s.banner and bool(self.actions & mp.SMFIF_CHGBODY)
-        target, placed = actions.tagged(
-            clean, verdict, banner=banner, subject_prefix=s.subject_prefix
-        )
-        record["banner"] = "yes" if placed else "no"
-        return target
+    async def _marked(
+        self, clean: bytes, decision: actions.Decision, action: str, record: dict[str, Any]
+    ) -> bytes:
+        """The message as actions.mark makes it for every front door, without what this MTA
+        cannot do: no body replacement, no banner; no header changes, no Subject prefix."""
+        marking = decision.marking
+        if not self.actions & mp.SMFIF_CHGBODY:
+            marking = replace(marking, banner=False)
+        if not self.actions & mp.SMFIF_CHGHDRS:
+            marking = replace(marking, subject_prefix="")
+        if not self.actions & mp.SMFIF_ADDHDRS:
+            marking = replace(marking, arc=None)  # a seal we cannot add is none
+        marked = await actions.mark_async(clean, decision.verdict, marking, action)
+        if action == "tag":
+            record["banner"] = "yes" if marked.banner else "no"
+            if marked.changed:
+                record["arc"] = marked.arc
+        return marked.data
 
     def _oversize(self, record: dict[str, Any]) -> list[bytes]:
         gw = self.gateway
@@ -417,7 +425,10 @@ class MilterConnection:
         fields = actions.render_headers(actions.error_fields(why))
         # Only the header section is known: edit it, leave the body alone.
         head = milter_edits.reconstruct(self.fields, b"", leadspc=self.leadspc)
-        target = fields + actions.strip_our_headers(head)
+        s = gw.settings
+        target = fields + actions.strip_our_headers(
+            head, spam=s.spam_headers, authserv_id=s.our_authserv_id
+        )
         edits = milter_edits.edits(self.fields, b"", target, leadspc=self.leadspc)
         return [*self._editable(edits), mp.CONTINUE]
 
@@ -426,10 +437,11 @@ class MilterConnection:
         raw: bytes,
         clean: bytes,
         envelope: Envelope,
-        verdict: Verdict,
+        decision: actions.Decision,
         record: dict[str, Any],
     ) -> list[bytes]:
         gw = self.gateway
+        verdict = decision.verdict
         mode = gw.settings.milter.quarantine
         if mode != "store" and not self.actions & mp.SMFIF_QUARANTINE:
             mode = "store"  # this MTA has no hold queue for us
@@ -443,7 +455,8 @@ class MilterConnection:
             return [mp.DISCARD]
         record["reply"] = "hold"
         reason = actions.smtp_text(f"brandgate: {verdict.summary}", 200)
-        target = self._tagged(clean, verdict, record)
+        # Released from the hold queue, it goes to the mailboxes: marked as tagged mail is.
+        target = await self._marked(clean, decision, "tag", record)
         return [*self._to(target), mp.quarantine(reason), mp.CONTINUE]
 
 
@@ -473,12 +486,6 @@ class MilterGateway(Gateway):
         )
         self.endpoint = listen or settings.milter.listen
         self.connections: set[MilterConnection] = set()
-        self._listener: asyncio.base_events.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._listener is not None and self._listener.sockets
-        return int(self._listener.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         s = self.settings
@@ -486,12 +493,10 @@ class MilterGateway(Gateway):
         if ep.kind == "unix":  # before any worker is forked: a live socket is not ours
             assert ep.path is not None
             await asyncio.to_thread(_clear_stale_socket, ep.path)
-        await asyncio.to_thread(self.store.open)
-        self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
-        await self.scans.start(self._engine_config(self.config, s))
+        await self._open()
         if ep.kind == "unix":
             assert ep.path is not None
-            self._listener = await asyncio.start_unix_server(self._accept, path=str(ep.path))
+            self.server = await asyncio.start_unix_server(self._accept, path=str(ep.path))
             os.chmod(ep.path, s.milter.socket_mode)
         else:
             loop = asyncio.get_running_loop()
@@ -499,7 +504,7 @@ class MilterGateway(Gateway):
             def protocol() -> _QuickAck:
                 return _QuickAck(asyncio.StreamReader(loop=loop), self._accept, loop=loop)
 
-            self._listener = await loop.create_server(
+            self.server = await loop.create_server(
                 protocol, host=ep.host, port=ep.port, reuse_address=True, backlog=256
             )
             ep = replace(ep, port=self.port)
@@ -530,22 +535,14 @@ class MilterGateway(Gateway):
         """Stop listening, close the connections between messages now and the others after
         their message (bounded by drain_timeout), then stop the scan pool."""
         self.draining = True
-        if self._listener is not None:
-            self._listener.close()
+        if self.server is not None:
+            self.server.close()
         for conn in list(self.connections):
             if not conn.in_message:
                 conn.close()
-        deadline = time.monotonic() + self.settings.drain_timeout
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.connections:
-            log.warning("drain timeout: closing %d milter connections", len(self.connections))
-            for conn in list(self.connections):
-                conn.close()
-        await self.scans.close()
-        await self.relays.close()
-        await asyncio.to_thread(self.metrics.close)
-        if self._listener is not None and self.endpoint.path is not None:
+        await self._drain(self.connections, "milter connections", MilterConnection.close)
+        await self._close()
+        if self.server is not None and self.endpoint.path is not None:
             with contextlib.suppress(OSError):  # our socket (a live one is never taken over)
                 self.endpoint.path.unlink()
         log.info("stopped")

@@ -1,10 +1,10 @@
 """The message as the MTA sent it to the milter, and the edits that turn it into another one.
 
 A milter never hands a message back: it asks the MTA to change, delete and insert header
-fields and to replace the body. gateway/actions.py decides what a tagged message looks like
+fields and to replace the body. gateway/actions.py decides what a marked message looks like
 (as bytes, the same for every front door); this module works out the requests that make the
-MTA's copy into exactly those bytes, and sends none when nothing changed, so passed mail stays
-byte for byte what it was.
+MTA's copy into exactly those bytes: inserts only, for fields prepended to passed mail, and
+none at all when nothing changed (gateway.pass_headers = false).
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from config.loader import SHIPPED_DIR, Config, ConfigError, load_config
-from filters.scoring import decide
 from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.metrics import Metrics
@@ -270,9 +269,7 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        await asyncio.to_thread(self.store.open)
-        self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
-        await self.scans.start(self._engine_config(self.config, s))
+        await self._open()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self._protocol, host=s.listen[0], port=s.listen[1], reuse_address=True, backlog=256
@@ -333,20 +330,35 @@ class Gateway:
             if not sess.in_transaction and sess.transport is not None:
                 sess._writer.write(b"421 4.3.2 Service shutting down\r\n")
                 sess.transport.close()
+        await self._drain(self.sessions, "sessions", _close_session)
+        await self._close()
+        log.info("stopped")
+
+    # Shared by every front door that runs on this Gateway (the SMTP modes, the milter).
+
+    async def _open(self) -> None:
+        """Before listening: the quarantine store, then the scan workers."""
+        await asyncio.to_thread(self.store.open)
+        self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
+        await self.scans.start(self._engine_config(self.config, self.settings))
+
+    async def _drain(self, live: set[Any], what: str, close: Callable[[Any], None]) -> None:
+        """Wait, at most drain_timeout, for `live` to empty; then close what is left."""
         deadline = time.monotonic() + self.settings.drain_timeout
-        while self.sessions and time.monotonic() < deadline:
+        while live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.sessions:
-            log.warning("drain timeout: closing %d sessions in flight", len(self.sessions))
-            for sess in list(self.sessions):
-                if sess.transport is not None:
-                    sess.transport.close()
+        if live:
+            log.warning("drain timeout: closing %d %s in flight", len(live), what)
+            for item in list(live):
+                close(item)
+
+    async def _close(self) -> None:
+        """After the last session: background work, scan workers, relay connections, metrics."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.scans.close()
         await self.relays.close()
         await asyncio.to_thread(self.metrics.close)
-        log.info("stopped")
 
     # ----------------------------------------------------------------------- admission
 
@@ -439,6 +451,36 @@ class Gateway:
         record: dict[str, Any],
     ) -> str:
         s = self.settings
+        verdict = await self.scan(clean, envelope, record)
+        if verdict is None:
+            if not s.fail_open:
+                record["action"] = "tempfail"
+                self.metrics.messages.labels("error", "tempfail").inc()
+                return "451 4.3.0 Temporary scanning failure, try again later"
+            record["action"] = "pass"
+            self.metrics.messages.labels("error", "pass").inc()
+            data = actions.prepend(clean, actions.error_fields(str(record.get("error", ""))))
+            return await self._relay(data, envelope, options, xforward, smtputf8, record)
+        decision = actions.decision_for(
+            s, verdict, envelope.rcpt_tos, self.config.thresholds, version()
+        )
+        self.note_decision(decision, record)
+        verdict, action = decision.verdict, decision.action
+        if action == "reject":
+            return actions.reject_reply(verdict)
+        if action == "quarantine":
+            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
+        marked = await actions.mark_async(clean, verdict, decision.marking, action)
+        if action == "tag":
+            record["banner"] = "yes" if marked.banner else "no"
+            if marked.changed:
+                record["arc"] = marked.arc
+        return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
+
+    async def scan(
+        self, clean: bytes, envelope: Envelope, record: dict[str, Any]
+    ) -> Verdict | None:
+        """The engine's verdict; None when the scan failed (counted, and said in record)."""
         t_scan = time.monotonic()
         try:
             verdict = await self.scans.scan(clean, envelope)
@@ -447,45 +489,24 @@ class Gateway:
         except ScanError as exc:
             self.metrics.scan_errors.inc()
             record.update(verdict="error", error=str(exc))
-            if not s.fail_open:
-                record["action"] = "tempfail"
-                self.metrics.messages.labels("error", "tempfail").inc()
-                return "451 4.3.0 Temporary scanning failure, try again later"
-            record["action"] = "pass"
-            self.metrics.messages.labels("error", "pass").inc()
-            data = actions.prepend(clean, actions.error_fields(str(exc)))
-            return await self._relay(data, envelope, options, xforward, smtputf8, record)
+            return None
         finally:
             self.metrics.scan_seconds.observe(time.monotonic() - t_scan)
-        policy = s.policy_for(envelope.rcpt_tos[0]) if envelope.rcpt_tos else s.policy_for("")
-        thresholds = policy.thresholds or self.config.thresholds
-        if policy.thresholds is not None:
-            verdict = replace(verdict, verdict=decide(verdict.score, policy.thresholds))
-        action = s.action_for(verdict.verdict, policy)
-        if policy.key:
-            record["policy"] = policy.key
+        return verdict
+
+    def note_decision(self, decision: actions.Decision, record: dict[str, Any]) -> None:
+        """The decision into the message's log line and the metrics."""
+        verdict = decision.verdict
+        if decision.policy.key:
+            record["policy"] = decision.policy.key
         record.update(
             verdict=verdict.verdict,
-            action=action,
+            action=decision.action,
             score=f"{verdict.score:.2f}",
             brand=verdict.brand.name if verdict.brand else None,
             rules=",".join(f"{f.rule}={f.score:.2f}" for f in verdict.findings) or None,
         )
-        self.metrics.messages.labels(verdict.verdict, action).inc()
-        if action == "reject":
-            return actions.reject_reply(verdict)
-        if action == "quarantine":
-            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        marking = actions.marking_for(s, policy, thresholds, version())
-        if action == "tag" and s.arc is not None:
-            marked = await asyncio.to_thread(actions.mark, clean, verdict, marking, action)
-        else:
-            marked = actions.mark(clean, verdict, marking, action)
-        if action == "tag":
-            record["banner"] = "yes" if marked.banner else "no"
-            if marked.changed:
-                record["arc"] = marked.arc
-        return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
+        self.metrics.messages.labels(verdict.verdict, decision.action).inc()
 
     async def _relay(
         self,
@@ -552,6 +573,11 @@ class Gateway:
 
 
 # --------------------------------------------------------------------------- running it
+
+
+def _close_session(sess: GatewaySMTP) -> None:
+    if sess.transport is not None:
+        sess.transport.close()
 
 
 def build_gateway(

@@ -57,6 +57,7 @@ _KEYS = {
     "banner_language",
     "banner_report",
     "banner_texts",
+    "pass_headers",
     "spam_headers",
     "authentication_results",
     "authserv_id",
@@ -153,6 +154,9 @@ class GatewaySettings:
     banner_language: str = "en"
     banner_report: str = ""  # "mailto:..." or a URL, shown in the banner
     banner_texts: dict[str, BannerText] = field(default_factory=dict)
+    # Passed mail gets the header fields too (prepended only: DKIM stays valid); false
+    # leaves it byte for byte as it came, but for forged fields of ours taken out.
+    pass_headers: bool = True
     spam_headers: bool = False  # X-Spam-Flag / X-Spam-Status, SpamAssassin style
     authentication_results: bool = True  # our own DKIM results as Authentication-Results
     authserv_id: str = ""  # "" = the greeting name
@@ -490,7 +494,7 @@ def _one(name: str, value: Any, file: str, key: str) -> Any:
         return whole(value, file, key, 0 if name == "workers" else 1)
     if name in ("command_timeout", "data_timeout", "relay_timeout", "drain_timeout"):
         return number(value, file, key, 0.1)
-    if name in ("fail_open", "banner", "spam_headers", "authentication_results"):
+    if name in ("fail_open", "banner", "pass_headers", "spam_headers", "authentication_results"):
         return flag(value, file, key)
     if name == "banner_language":
         return _language(value, file, key)

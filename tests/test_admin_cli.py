@@ -149,6 +149,7 @@ def test_check_config_lists_every_file_and_what_each_changed_defect_7(
     assert "block.domains: added 1 (spam-house.example)" in out
     assert "{" not in out and "'" not in out  # no Python reprs
     assert "tagging: " in out and "headers only (DKIM signatures stay valid)" in out
+    assert "passed mail: header fields prepended, the rest as it came" in out
 
 
 # --------------------------------------------------------------------------- allow / block

@@ -95,31 +95,107 @@ def test_banner_in_single_part_plain_message() -> None:
     assert out.endswith(b"\r\n\r\nhello\r\n")
 
 
+def _tag(raw: bytes, banner: bool = True, prefix: str = "") -> actions.Marked:
+    marking = actions.Marking(
+        required=4.0, authserv_id="gw.example", banner=banner, subject_prefix=prefix
+    )
+    return actions.mark(raw, VERDICT, marking, "tag")
+
+
 def test_no_text_body_means_headers_only() -> None:
     raw = (
         b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
         b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n"
     )
     assert actions.add_banner(raw, VERDICT) is None
-    out, banner = actions.tagged(raw, VERDICT, banner=True, subject_prefix="")
-    assert banner is False
-    assert out.endswith(raw) and out.startswith(b"X-Brandgate-Verdict: tag\r\n")
+    marked = _tag(raw)
+    assert (marked.banner, marked.changed) == (False, False)
+    assert marked.data.endswith(raw) and marked.data.startswith(b"X-Brandgate-Status: tag ")
 
 
 def test_broken_mime_falls_back_to_headers_only() -> None:
     raw = b'Content-Type: text/plain; charset="x-no-such-charset"\r\n\r\nhi\r\n'
-    out, banner = actions.tagged(raw, VERDICT, banner=True, subject_prefix="")
-    assert banner is False and out.endswith(raw)
+    marked = _tag(raw)
+    assert marked.banner is False and marked.data.endswith(raw)
 
 
 def test_tag_headers_are_prepended_and_the_original_bytes_follow() -> None:
     raw = b"DKIM-Signature: v=1; d=x.example;\r\n b=abc\r\nSubject: s\r\n\r\nbody\r\n"
-    out, _ = actions.tagged(raw, VERDICT, banner=False, subject_prefix="")
+    out = _tag(raw, banner=False).data
     assert out.endswith(raw)
     assert out[: -len(raw)] == (
+        b"X-Brandgate-Status: tag score=5.25 required=4.00 brand=Amazon\r\n"
+        b" rules=BRAND_SENDER_UNVERIFIED=5.25\r\n"
         b"X-Brandgate-Verdict: tag\r\nX-Brandgate-Score: 5.25\r\n"
         b"X-Brandgate-Rules: BRAND_SENDER_UNVERIFIED=5.25\r\nX-Brandgate-Brand: Amazon\r\n"
     )
+
+
+PASS = Verdict("pass", 0.5, None, (), "Nothing found.")
+
+
+def test_passed_mail_gets_header_fields_only_or_with_pass_headers_off_nothing() -> None:
+    raw = b"DKIM-Signature: v=1; d=x.example;\r\n b=abc\r\nSubject: s\r\n\r\nbody\r\n"
+    on = actions.Marking(required=4.0, authserv_id="gw.example", banner=True, subject_prefix="[S]")
+    marked = actions.mark(raw, PASS, on, "pass")
+    # prepended fields only: the signed fields and the body follow byte for byte
+    assert marked.data.endswith(raw) and not marked.changed and not marked.banner
+    assert marked.data[: -len(raw)] == (
+        b"X-Brandgate-Status: pass score=0.50 required=4.00 rules=none\r\n"
+        b"X-Brandgate-Verdict: pass\r\nX-Brandgate-Score: 0.50\r\nX-Brandgate-Rules: none\r\n"
+    )
+    off = replace(on, pass_headers=False, spam_headers=True)
+    assert actions.mark(raw, PASS, off, "pass") == actions.Marked(raw, False, False, "not needed")
+    # it is about passed mail only: a tag is marked as ever
+    assert actions.mark(raw, VERDICT, off, "tag").data.startswith(b"X-Brandgate-Status: tag ")
+
+
+POLICIES = from_table(
+    {
+        "banner": False,
+        "recipients": {
+            "strict.example": {"actions": {"tag": "quarantine"}},
+            "relaxed.example": {"thresholds": {"tag": 10.0, "quarantine": 20.0, "reject": 30.0}},
+            "banner.example": {"banner": True, "banner_language": "de"},
+            "refuse.example": {"actions": {"tag": "reject"}},
+        },
+        "banner_texts": {"en": {"brand": "E {brand}", "generic": "E"},
+                         "de": {"brand": "D {brand}", "generic": "D"}},
+    },
+    "test",
+)  # fmt: skip
+TH = {"tag": 4.0, "quarantine": 8.0, "reject": 12.0}
+
+
+@pytest.mark.parametrize(
+    ("rcpts", "action", "key"),
+    [
+        ((), "tag", ""),
+        (("a@plain.example",), "tag", ""),
+        (("a@relaxed.example",), "pass", "relaxed.example"),
+        # the strictest action among the recipients' policies, under the policy that asked
+        (("a@relaxed.example", "b@plain.example"), "tag", ""),
+        (("a@plain.example", "b@strict.example", "c@relaxed.example"), "quarantine",
+         "strict.example"),
+        # a tie: the policy with the banner wins, whatever the order
+        (("a@plain.example", "b@banner.example"), "tag", "banner.example"),
+        (("b@banner.example", "a@plain.example"), "tag", "banner.example"),
+        # after the queue a reject is kept instead; in the session (the milter) it stays
+        (("a@refuse.example", "b@strict.example"), "quarantine", "refuse.example"),
+    ],
+)  # fmt: skip
+def test_decision_takes_the_strictest_policy_among_the_recipients(
+    rcpts: tuple[str, ...], action: str, key: str
+) -> None:
+    d = actions.decision_for(POLICIES, VERDICT, rcpts, TH, "t")
+    assert (d.action, d.policy.key) == (action, key)
+    if key == "relaxed.example":
+        assert d.verdict.verdict == "pass" and d.marking.required == 10.0
+    if key == "banner.example":
+        assert d.marking.banner and d.marking.banner_text is not None
+        assert d.marking.banner_text.brand == "D {brand}"
+    in_session = actions.decision_for(POLICIES, VERDICT, rcpts, TH, "t", in_session=True)
+    assert in_session.action == ("reject" if key == "refuse.example" else action)
 
 
 def test_header_values_are_folded_ascii_without_stray_breaks() -> None:

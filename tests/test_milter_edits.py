@@ -36,6 +36,12 @@ MESSAGE = (
 )
 
 
+def marking(subject_prefix: str = "") -> actions.Marking:
+    return actions.Marking(
+        required=4.0, authserv_id="gw.example", banner=True, subject_prefix=subject_prefix
+    )
+
+
 def as_replies(packets: list[bytes]) -> list[Reply]:
     return [Reply(chr(p[4]), p[5:]) for p in packets]
 
@@ -76,20 +82,21 @@ def test_forged_verdict_fields_are_deleted_last_one_first() -> None:
 @pytest.mark.parametrize("prefix", ["", "[SUSPICIOUS]"])
 def test_tagged_message_is_reproduced_exactly(leadspc: bool, prefix: str) -> None:
     clean = actions.strip_our_headers(MESSAGE)
-    target, banner = actions.tagged(clean, VERDICT, banner=True, subject_prefix=prefix)
-    assert banner
+    marked = actions.mark(clean, VERDICT, marking(subject_prefix=prefix), "tag")
+    assert marked.banner
+    target = marked.data
     fields, body = split_message(MESSAGE, leadspc)
     packets = edits(fields, body, target, leadspc=leadspc)
     kinds = [chr(p[4]) for p in packets]
-    # deletions and a Subject change first, the tags on top, then the new body
-    assert kinds == ["m"] * (2 + bool(prefix)) + ["i"] * 4 + ["b"]
+    # deletions and a Subject change first, the status and tags on top, then the new body
+    assert kinds == ["m"] * (2 + bool(prefix)) + ["i"] * 5 + ["b"]
     expect = target if leadspc else target.replace(b"To:bob", b"To: bob")
     assert roundtrip(MESSAGE, target, leadspc) == expect
 
 
 def test_message_without_body_or_subject() -> None:
     raw = b"From: a@b.example\r\n\r\n"
-    target, _ = actions.tagged(raw, VERDICT, banner=True, subject_prefix="[X]")
+    target = actions.mark(raw, VERDICT, marking(subject_prefix="[X]"), "tag").data
     assert roundtrip(raw, target, True) == target
 
 

@@ -16,14 +16,25 @@ from typing import Any
 import pytest
 
 from config.loader import load_config
+from filters.types import Envelope
 from gateway import actions
 from gateway.milter import MilterGateway
 from gateway.milter_settings import parse_endpoint
 from gateway.quarantine import QuarantineStore
 from gateway.server import ThreadedGateway
 from gateway.settings import from_config, with_overrides
+from gateway.version import version
 from tests.milter_mta import ALL_ACTIONS, MtaClient, apply_edits, split_message
-from tests.test_gateway_support import FakeScanner, config_dir, fake_factory, message
+from tests.test_gateway_policy import POLICY
+from tests.test_gateway_smtp import send
+from tests.test_gateway_support import (
+    FakeScanner,
+    config_dir,
+    fake_factory,
+    message,
+    running_gateway,
+    sink,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,6 +47,7 @@ def running_milter(
     milter: str = "",
     listen: str = "inet:127.0.0.1:0",
     factory: Any = fake_factory,
+    extra: str = "",
 ) -> Iterator[ThreadedGateway]:
     # The banner is off by default (it changes signed content); these tests check that the
     # milter applies it the way the SMTP modes do, so they turn it on.
@@ -44,7 +56,7 @@ def running_milter(
     banner = (
         "banner = true\n" if "banner =" not in gateway else ""
     ) + 'banner_texts.en = { brand = "{brand}: {summary}", generic = "{summary}" }\n'
-    cfg = config_dir(tmp, banner + gateway + "\n[gateway.milter]\n" + milter)
+    cfg = config_dir(tmp, banner + gateway + "\n[gateway.milter]\n" + milter, extra=extra)
     config = load_config(cfg)
     overrides = {"quarantine_dir": str(tmp / "quarantine"), "metrics": "", "workers": 1}
     settings = with_overrides(from_config(config), **overrides)
@@ -69,10 +81,18 @@ def session(port: int, **neg: int) -> MtaClient:
     return mta
 
 
-def tagged_expectation(raw: bytes, **kw: Any) -> bytes:
-    clean = actions.strip_our_headers(raw)
-    verdict = FakeScanner().scan(clean, None)
-    return actions.tagged(clean, verdict, banner=True, subject_prefix="", **kw)[0]
+def as_smtp_modes_mark_it(gw: ThreadedGateway, raw: bytes, envelope: Envelope) -> bytes:
+    """raw as the SMTP modes relay it (same settings, same engine, actions.mark)."""
+    s, config = gw.gateway.settings, gw.gateway.config
+    clean = actions.strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
+    verdict = FakeScanner().scan(clean, envelope)
+    d = actions.decision_for(s, verdict, envelope.rcpt_tos, config.thresholds, version())
+    return actions.mark(clean, d.verdict, d.marking, d.action).data
+
+
+SESSION_ENVELOPE = Envelope(
+    "alice@sender.example", ("bob@rcpt.example",), "192.0.2.7", "client.example"
+)
 
 
 def result(raw: bytes, edits: list[Any], leadspc: bool = True) -> bytes:
@@ -105,45 +125,74 @@ def test_an_mta_without_no_reply_steps_gets_a_reply_for_each_event(tmp_path: Pat
         mta.negotiate(actions=ALL_ACTIONS, protocol=0x3FF)  # protocol 4 steps only
         assert mta.connect() is not None and mta.helo() is not None
         reply, edits = mta.message(message())
-        assert (reply.cmd, edits) == ("c", [])
+        assert (reply.cmd, [e.cmd for e in edits]) == ("c", ["i"] * 4)
 
 
 # --------------------------------------------------------------------------- actions
 
 
-def test_passed_mail_gets_no_edit_at_all(tmp_path: Path) -> None:
+def test_passed_mail_gets_header_fields_only(tmp_path: Path) -> None:
+    raw = message(body="Grüße\r\n.dot\r\n")
     with running_milter(tmp_path) as gw, session(gw.port) as mta:
         for _ in range(3):  # several messages on one connection
+            reply, edits = mta.message(raw)
+            assert (reply.cmd, [e.cmd for e in edits]) == ("c", ["i"] * 4)
+            out = result(raw, edits)
+            # inserted on top; every field that came and the body follow byte for byte
+            assert out.endswith(raw)
+            assert out.startswith(b"X-Brandgate-Status: pass score=0.00 required=4.00 rules=none")
+            assert out == as_smtp_modes_mark_it(gw, raw, SESSION_ENVELOPE)
+
+
+def test_pass_headers_off_means_no_edit_at_all(tmp_path: Path) -> None:
+    with (
+        running_milter(tmp_path, gateway="pass_headers = false") as gw,
+        session(gw.port) as mta,
+    ):
+        for _ in range(3):
             reply, edits = mta.message(message(body="Grüße\r\n.dot\r\n"))
             assert (reply.cmd, edits) == ("c", [])
+        # only passed mail: a tag is marked as ever
+        _, edits = mta.message(message(verdict="tag"))
+        assert "i" in [e.cmd for e in edits]
 
 
 def test_forged_verdict_fields_are_removed_even_from_passed_mail(tmp_path: Path) -> None:
-    raw = message(extra="X-Brandgate-Verdict: pass\r\n")
-    with running_milter(tmp_path) as gw, session(gw.port) as mta:
+    raw = message(extra="X-Brandgate-Verdict: pass\r\nX-Spam-Flag: YES\r\n")
+    delete = ("m", b"\0\0\0\x01X-Brandgate-Verdict\0\0")
+    with (
+        running_milter(tmp_path, gateway="pass_headers = false") as gw,
+        session(gw.port) as mta,
+    ):
         reply, edits = mta.message(raw)
     assert reply.cmd == "c"
-    assert [(e.cmd, e.data) for e in edits] == [("m", b"\0\0\0\x01X-Brandgate-Verdict\0\0")]
+    assert [(e.cmd, e.data) for e in edits] == [delete]
+    spam = "spam_headers = true"
+    with running_milter(tmp_path, gateway=spam) as gw, session(gw.port) as mta:
+        reply, edits = mta.message(raw)
+    out = result(raw, edits)
+    assert out.count(b"X-Brandgate-Verdict: ") == 1 and b"X-Spam-Flag" not in out
+    assert b"X-Spam-Status: No, score=0.0 required=4.0 tests=none" in out.replace(b"\r\n ", b" ")
 
 
 def test_tag_gives_the_smtp_modes_headers_and_banner(tmp_path: Path) -> None:
     raw = message(subject="Testbrand", verdict="tag", extra="X-BRANDGATE-Score: -5\r\n")
     with running_milter(tmp_path) as gw, session(gw.port) as mta:
         reply, edits = mta.message(raw)
-    assert reply.cmd == "c"
-    assert [e.cmd for e in edits] == ["m", "i", "i", "i", "i", "b"]
-    out = result(raw, edits)
-    assert out == tagged_expectation(raw).replace(
-        b"client=None; helo=None", b"client=192.0.2.7; helo=client.example"
-    )
+        assert reply.cmd == "c"
+        assert [e.cmd for e in edits] == ["m", "i", "i", "i", "i", "i", "b"]
+        out = result(raw, edits)
+        assert out == as_smtp_modes_mark_it(gw, raw, SESSION_ENVELOPE)
+    assert out.startswith(b"X-Brandgate-Status: tag score=9.50 required=4.00 brand=Testbrand")
     assert b"X-Brandgate-Verdict: tag\r\n" in out and b"-5" not in out
-    assert out.count(b"Testbrand: Claims to be Testbrand") == 1
+    # the banner text of [gateway.banner_texts.en], which shows the engine's summary
+    assert out.count(b"Testbrand: Claims to be Testbrand; client=192.0.2.7") == 1
 
 
 def test_banner_off_means_headers_only(tmp_path: Path) -> None:
     with running_milter(tmp_path, gateway="banner = false") as gw, session(gw.port) as mta:
         _, edits = mta.message(message(verdict="tag"))
-    assert [e.cmd for e in edits] == ["i"] * 4
+    assert [e.cmd for e in edits] == ["i"] * 5
 
 
 def test_reject_is_550_with_the_reason(tmp_path: Path) -> None:
@@ -244,11 +293,72 @@ def test_the_engine_sees_the_envelope_and_connection(tmp_path: Path, caplog: Any
         mta.connect("[2001:db8::5]", "2001:db8::5")
         mta.helo("helo.example")
         _, edits = mta.message(message(verdict="tag"), auth="alice", queue_id="4XYZ")
-    out = result(message(verdict="tag"), edits)
+    out = result(message(verdict="tag"), edits).replace(b"\r\n", b" ")
     assert b"client=2001:db8::5; helo=helo.example" in out  # the fake engine's summary
     line = next(r.getMessage() for r in caplog.records if r.name == "brandgate.message")
     for part in ("queue_id=4XYZ", "client=2001:db8::5", "auth=alice", "verdict=tag", "banner=yes"):
         assert part in line, line
+
+
+def test_one_message_one_marking_through_the_milter_and_the_smtp_gateway(tmp_path: Path) -> None:
+    """The same configuration and message through both doors: the same bytes come out."""
+    gateway = "banner = true\nspam_headers = true\n"  # running_milter adds the texts
+    texts = 'banner_texts.en = { brand = "{brand}: {summary}", generic = "{summary}" }\n'
+    raws = [message(), message(subject="Testbrand", verdict="tag", extra="X-Spam-Flag: NO\r\n")]
+    with running_milter(tmp_path / "m", gateway=gateway) as gw, session(gw.port) as mta:
+        via_milter = [result(raw, mta.message(raw)[1]) for raw in raws]
+    xforward = "ADDR=192.0.2.7 HELO=client.example"
+    with (
+        sink() as (hop, hop_port),
+        running_gateway(tmp_path / "s", hop_port, gateway=gateway + texts) as smtp,
+    ):
+        for raw in raws:
+            assert send(smtp.port, raw, xforward=xforward)[0] == 250
+    assert [m.data for m in hop.messages] == via_milter
+    assert via_milter[0].startswith(b"X-Brandgate-Status: pass")
+    assert b"data-brandgate" not in via_milter[0] and via_milter[0].endswith(raws[0])
+    assert b"X-Spam-Flag: YES\r\n" in via_milter[1] and b"Claims to be Testbrand" in via_milter[1]
+
+
+def test_pass_headers_off_is_the_same_rule_through_the_smtp_gateway(tmp_path: Path) -> None:
+    raw = message(extra="X-Brandgate-Verdict: pass\r\n")
+    with (
+        sink() as (hop, hop_port),
+        running_gateway(tmp_path, hop_port, gateway="pass_headers = false") as smtp,
+    ):
+        assert send(smtp.port, raw)[0] == 250
+        assert send(smtp.port, message(verdict="tag"))[0] == 250
+    passed, tagged = (m.data for m in hop.messages)
+    assert passed == actions.strip_our_headers(raw) == message()  # as it came, bar the forgery
+    assert tagged.startswith(b"X-Brandgate-Status: tag ")
+
+
+def test_recipients_of_several_policies_get_the_strictest(tmp_path: Path, caplog: Any) -> None:
+    """A milter cannot split the transaction (one answer, one body for all recipients): the
+    strictest action among the recipients' policies applies, under that policy."""
+    caplog.set_level(logging.INFO, "brandgate.message")
+    utf8 = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    raw = message(verdict="tag", subject="Testbrand", extra=utf8)  # the fake scores 9.5
+    gateway = "banner = false\n" + POLICY
+    with running_milter(tmp_path, gateway=gateway) as gw, session(gw.port) as mta:
+        # alone, the relaxed recipient's thresholds make it a pass (headers only)
+        reply, edits = mta.message(raw, rcpts=("dave@relaxed.example",))
+        relaxed = result(raw, edits)
+        # with a recipient whose policy tags (German banner), the tag applies to both
+        reply, edits = mta.message(raw, rcpts=("dave@relaxed.example", "carol@rcpt.example"))
+        both = result(raw, edits)
+        # the boss's policy quarantines: into Postfix's hold queue for all of them
+        reply, edits = mta.message(raw, rcpts=("carol@rcpt.example", "boss@rcpt.example"))
+        held = [e.cmd for e in edits]
+    assert relaxed.startswith(b"X-Brandgate-Status: pass score=9.50 required=10.00")
+    assert relaxed.endswith(raw)
+    assert both.startswith(b"X-Brandgate-Status: tag score=9.50 required=4.00")
+    assert b"gibt sich als Testbrand aus" in both.replace(b"\r\n", b" ")
+    assert (reply.cmd, held[-1]) == ("c", "q")
+    lines = [r.getMessage() for r in caplog.records if r.name == "brandgate.message"]
+    assert "policy=relaxed.example" in lines[0] and "action=pass" in lines[0]
+    assert "policy=rcpt.example" in lines[1] and "action=tag" in lines[1]
+    assert "policy=boss@rcpt.example" in lines[2] and "action=quarantine" in lines[2]
 
 
 # --------------------------------------------------------------------------- limits
@@ -350,7 +460,8 @@ def test_abort_and_quit_nc_reset_the_state(tmp_path: Path) -> None:
         mta.send("K")  # quit, new SMTP session on this connection
         mta.connect("other.example", "198.51.100.1")
         _, edits = mta.message(message(verdict="tag"))
-        assert b"client=198.51.100.1; helo=None" in result(message(verdict="tag"), edits)
+        out = result(message(verdict="tag"), edits).replace(b"\r\n", b" ")
+        assert b"client=198.51.100.1; helo=None" in out
 
 
 def test_unix_socket_with_mode_and_stale_socket(tmp_path: Path) -> None:

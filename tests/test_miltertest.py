@@ -58,7 +58,8 @@ check(mt.helo(conn, "client.example") == nil, "HELO")
 message(conn, "pass", "Lunch on Thursday")
 check(mt.getreply(conn) == SMFIR_CONTINUE, "pass: continue")
 check(mt.eom_check(conn, MT_HDRDELETE, "X-Brandgate-Verdict"), "pass: forged field deleted")
-check(not mt.eom_check(conn, MT_HDRINSERT), "pass: no field added")
+check(mt.eom_check(conn, MT_HDRINSERT, "X-Brandgate-Verdict", " pass"), "pass: our verdict")
+check(mt.eom_check(conn, MT_HDRINSERT, "X-Brandgate-Status"), "pass: status field")
 check(not mt.eom_check(conn, MT_BODYCHANGE), "pass: body untouched")
 
 message(conn, "tag", "Testbrand")
@@ -119,10 +120,12 @@ def test_miltertest_on_a_unix_socket(tmp_path: Path) -> None:
         'mt.header(conn, "Subject", "hi")\nmt.eoh(conn)\nmt.bodystring(conn, "x\\r\\n")\n'
         "assert(mt.eom(conn) == nil)\n"
         'assert(mt.getreply(conn) == SMFIR_CONTINUE, "continue")\n'
-        'assert(not mt.eom_check(conn, MT_HDRINSERT), "untouched")\n'
+        'assert(not mt.eom_check(conn, MT_HDRINSERT), "no field added")\n'
+        'assert(not mt.eom_check(conn, MT_BODYCHANGE), "body untouched")\n'
         'mt.disconnect(conn)\nmt.echo("done")\n'
     )
-    with running_milter(tmp_path, listen=f"unix:{sock}"):
+    # passed mail left byte for byte as it came (pass_headers = false): no edit at all
+    with running_milter(tmp_path, listen=f"unix:{sock}", gateway="pass_headers = false"):
         res = subprocess.run(
             ["miltertest", "-s", str(script)], capture_output=True, text=True, timeout=60
         )

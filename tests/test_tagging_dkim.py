@@ -109,3 +109,41 @@ def test_banner_without_arc_says_so_in_the_log_field() -> None:
     marked = actions.mark(signed(), verdict, marking, "tag")
     assert marked.changed and marked.arc == "off"
     assert not verifies(marked.data)
+
+
+def test_through_the_milter_dkim_holds_by_default_and_the_banner_is_arc_sealed(
+    tmp_path: Path,
+) -> None:
+    """The milter marks as the SMTP modes do: header fields only by default (the signature
+    still verifies, our dkim=pass recorded), and with the banner an ARC seal that verifies."""
+    from tests.test_milter_server import result, running_milter, session
+
+    data = signed()
+    key_file = tmp_path / "arc.pem"
+    key_file.write_bytes(ARC_KEY)
+    outs = []
+    for n, gateway in enumerate(
+        [
+            'banner = false\nauthserv_id = "gw.example"',
+            'banner = true\nauthserv_id = "gw.example"\n'
+            f'arc = {{ domain = "gw.example", selector = "arc", key_file = "{key_file}" }}',
+        ]
+    ):
+        with (
+            running_milter(
+                tmp_path / str(n), gateway=gateway, factory=dns_engine_factory, extra=LOW
+            ) as gw,
+            session(gw.port) as mta,
+        ):
+            reply, edits = mta.message(data)
+        assert reply.cmd == "c"
+        outs.append(result(data, edits))
+    plain, sealed = outs
+    head = plain.partition(b"\r\n\r\n")[0].replace(b"\r\n ", b" ")
+    assert plain.endswith(data) and verifies(plain)
+    assert b"X-Brandgate-Verdict: tag" in head
+    assert b"Authentication-Results: gw.example; dkim=pass header.d=shop.example.com" in head
+    assert not verifies(sealed) and b"data-brandgate-banner" not in sealed  # plain text part
+    assert b"[brandgate]" in sealed
+    cv, results, reason = dkim.arc_verify(sealed, dnsfunc=dict_dns(DNS_RECORDS))
+    assert cv == dkim.CV_Pass, (reason, results)

@@ -7,6 +7,8 @@ internet would come, so a tempfail there is seen as Postfix keeping the message.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import signal
@@ -71,15 +73,18 @@ def start_milter(
     return procs(milter_proc(lab.ports.filter, tmp / "quarantine", log, config))
 
 
-def as_sent(delivered: bytes) -> bytes:
-    """The message without what the sink and Postfix put on top (3 sink lines, Received:)."""
+def as_sent(delivered: bytes) -> tuple[bytes, bytes]:
+    """(the fields brandgate inserted, the message as the client sent it): what is above and
+    what is below Postfix's own Received:, without the 3 lines the sink put on top."""
     rest = delivered.split(b"\r\n", 3)[3] if b"\r\n" in delivered else delivered
-    assert rest.startswith(b"Received:"), rest[:200]
     lines = rest.split(b"\r\n")
-    i = 1
-    while lines[i][:1] in (b" ", b"\t"):
-        i += 1
-    return b"\r\n".join(lines[i:])
+    i = next((k for k, ln in enumerate(lines) if ln.startswith(b"Received:")), None)
+    assert i is not None, rest[:400]
+    j = i + 1
+    while lines[j][:1] in (b" ", b"\t"):
+        j += 1
+    ours = b"".join(ln + b"\r\n" for ln in lines[:i])
+    return ours, b"\r\n".join(lines[j:])
 
 
 def postsuper(lab: Lab, *args: str) -> None:
@@ -91,10 +96,12 @@ def postsuper(lab: Lab, *args: str) -> None:
     )
 
 
-def test_clean_mail_is_byte_identical_and_dkim_still_verifies_lures_are_tagged(
+def test_clean_mail_keeps_its_bytes_and_dkim_and_lures_are_tagged(
     lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path
 ) -> None:
-    gate = start_milter(lab, procs, tmp_path, "tag")
+    """Passed mail: header fields inserted on top and every byte the client sent below them,
+    so the sender's DKIM signature verifies; with pass_headers = false not even those."""
+    gate = start_milter(lab, procs, tmp_path, "tag", extra="\n[gateway]\nbanner = true\n")
     ids = {"clean": unique(), "phish": unique()}
     body = clean(ids["clean"])
     signed_headers = [b"from", b"to", b"subject"]
@@ -112,15 +119,35 @@ def test_clean_mail_is_byte_identical_and_dkim_still_verifies_lures_are_tagged(
     assert len(got_clean) == 1 and len(got_phish) == 1, diagnostics(lab, gate)
 
     delivered = got_clean[0].body
-    assert as_sent(delivered) == signed, "passed mail must arrive byte for byte"
+    ours, sent = as_sent(delivered)
+    assert sent == signed, "what the client sent must arrive byte for byte"
+    assert ours.startswith(b"X-Brandgate-Status: pass score="), ours
+    assert b" required=0.50 " in ours.split(b"\r\n")[0], ours
+    assert b"X-Brandgate-Verdict: pass\r\n" in ours
     assert dkim.verify(delivered, dnsfunc=DKIM_DNS), "the signature broke on the way"
 
     tags = brandgate_tags(got_phish[0].headers.items())
     assert tags.get("X-Brandgate-Verdict") == "tag", tags
     assert tags.get("X-Brandgate-Brand") == "Amazon"
-    assert b"claims to be Amazon but was not sent by Amazon" in got_phish[0].body
+    # the banner (on here; off by default), in the shipped English text
+    lure = email.message_from_bytes(got_phish[0].body, policy=email.policy.default)
+    plain = lure.get_body(("plain",))
+    assert plain is not None, got_phish[0].body[:2000]
+    text = " ".join(plain.get_content().split())
+    assert text.startswith("[brandgate] Caution: this message presents itself as Amazon"), text
     # the verdict fields sit above Postfix's own Received:, as after the queue
-    assert got_phish[0].body.split(b"\r\n")[3].startswith(b"X-Brandgate-Verdict:")
+    assert got_phish[0].body.split(b"\r\n")[3].startswith(b"X-Brandgate-Status: tag ")
+
+    gate.stop()
+    gate = start_milter(
+        lab, procs, tmp_path / "off", "pass-off", extra="\n[gateway]\npass_headers = false\n"
+    )
+    test_id = unique()
+    body = clean(test_id)
+    assert send(lab.ports.front, body).code == 250
+    got = lab.maildir.wait_for("X-Test-Id", test_id, 30)
+    assert len(got) == 1, diagnostics(lab, gate)
+    assert as_sent(got[0].body) == (b"", body), "passed mail must arrive byte for byte"
 
 
 def test_reject_is_550_in_the_session_and_nothing_is_queued(
