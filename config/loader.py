@@ -417,7 +417,7 @@ def _extend_brand(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, An
     for key, value in over.items():
         field_ = key[7:] if key.startswith("remove_") else key
         if field_ in _BRAND_LISTS and isinstance(value, list):
-            current = out.get(field_, [out.get("name", "")] if field_ == "names" else [])
+            current = out.get(field_, [])
             if not isinstance(current, list):
                 out[key] = value
             elif key == field_:
@@ -450,7 +450,11 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
     sender = _domains(spec.get("sender_domains", []), file, where + ".sender_domains")
     if not sender:
         raise ConfigError(file, where + ".sender_domains", "at least one domain is needed")
-    names = _strs(spec.get("names", [name]), file, where + ".names")
+    context = _strs(spec.get("context_names", []), file, where + ".context_names")
+    # The brand's name is a claim by itself unless it is an ordinary word (then it is one of
+    # the context names, and only context makes it a claim).
+    plain = [] if name.casefold() in {c.casefold() for c in context} else [name]
+    names = _strs(spec.get("names", plain), file, where + ".names")
     notes_tbl = spec.get("notes", {})
     if not isinstance(notes_tbl, dict) or not all(isinstance(v, str) for v in notes_tbl.values()):
         raise ConfigError(file, where + ".notes", 'expected a table of entry = "note"')
@@ -463,7 +467,7 @@ def _brand(key: str, spec: Any, file: Path) -> Brand | None:
         name=name.strip(),
         category=str(spec.get("category", "other")),
         names=tuple(dict.fromkeys(n for n in names if n.strip())),
-        context_names=_strs(spec.get("context_names", []), file, where + ".context_names"),
+        context_names=context,
         tokens=tuple(t.lower() for t in tokens),
         sender_domains=sender,
         link_domains=_domains(spec.get("link_domains", []), file, where + ".link_domains"),

@@ -317,6 +317,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
         return []
     # An address written as the display name ("support@paypal.com" <x@evil>): its domain is
     # the claim; its local part is only a mailbox name ("hyatt@mozilla" is a person).
+    written = _ADDRESS_IN_TEXT.sub(r" \1 ", display)  # as written, for the person test
     display = _ADDRESS_IN_TEXT.sub(r" \1 ", fold_accents(normalise(display)))
     if not display.strip():
         return []
@@ -346,7 +347,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
             continue
-        if unknown and m.end - m.start == 1 and _person(display, unknown, f):
+        if unknown and m.end - m.start == 1 and _person(written, unknown, f):
             continue
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
@@ -539,7 +540,7 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
 
     for m, factor in _display_claims(idx, f, ctx):
         vote(m.key, "display-name", m.name, factor)
-    if f.from_addr and f.from_addr.local:
+    if f.from_addr and f.from_addr.local and not _personal_mailbox(f):
         for m, factor in _local_matches(idx, f.from_addr.local):
             vote(m.key, "from-local-part", m.name, factor)
     domain_brand = _domain_claim(f, ctx, idx)
@@ -549,6 +550,13 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     if not votes:
         return None
     return _best(votes, matched, ctx.registry, f)
+
+
+def _personal_mailbox(f: Features) -> bool:
+    """A person's mailbox named after them ("Damien Norton" <damien.norton@...>): the words
+    of the address are the person's name, whatever brand they spell."""
+    display = f.from_addr.display if f.from_addr else ""
+    return bool(display) and _person(display, fold(display).split(), f)
 
 
 def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
@@ -563,8 +571,7 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
             vote(key, "link-text", word)
         return
     vague = _generic_author(f, lex)
-    display = f.from_addr.display if f.from_addr else ""
-    personal = bool(display) and _person(display, fold(display).split(), f)
+    personal = _personal_mailbox(f)
     subject = f.subject[:_MAX_NAME_TEXT]
     hits, tokens = _scan(idx, subject, allow_weak=True)
     cued = _with_cue(tokens, hits, lex)

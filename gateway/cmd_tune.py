@@ -47,17 +47,17 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tune-target-fpr",
         type=_fraction,
-        default=0.002,
+        default=0.0025,
         metavar="F",
         help="share of training ham the tag threshold may flag (default %(default)s)",
     )
     p.add_argument(
-        "--l2", type=float, default=0.002, metavar="X", help="ridge penalty (default %(default)s)"
+        "--l2", type=float, default=0.001, metavar="X", help="ridge penalty (default %(default)s)"
     )
     p.add_argument(
         "--ham-cost",
         type=float,
-        default=4.0,
+        default=2.0,
         metavar="X",
         help="one ham weighs this many phish in the fit (default %(default)s)",
     )

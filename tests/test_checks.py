@@ -145,8 +145,13 @@ def test_sender_vendor_fires_for_a_vendor_the_brand_uses() -> None:
     f = features("amazon@u123.wl.sendgrid.net", display="Amazon")
     found = list(brand_sender.run(f, claim(), ctx))
     assert rules_of(found) == {"BRAND_SENDER_VENDOR"}
-    # Near miss: the same vendor mailing for a brand that does not use it stays unverified.
-    assert rules_of(list(brand_sender.run(f, claim("paypal"), ctx))) == {"BRAND_SENDER_UNVERIFIED"}
+    assert found[0].factor == 0.5  # a vendor the brand is known to use: weaker
+    # The same vendor mailing for a brand not known to use it: the full factor.
+    other = list(brand_sender.run(f, claim("paypal"), ctx))
+    assert rules_of(other) == {"BRAND_SENDER_VENDOR"} and other[0].factor == 1.0
+    # Near miss: an ordinary domain is not a vendor's.
+    plain = features("amazon@shop-outlet.example", display="Amazon")
+    assert "BRAND_SENDER_VENDOR" not in rules_of(list(brand_sender.run(plain, claim(), ctx)))
 
 
 def test_domain_spoof_fires_on_trusted_dmarc_fail() -> None:
@@ -216,7 +221,7 @@ def test_links_own_needs_the_brand_as_sender() -> None:
 
 def test_diversion_follows_redirect_targets() -> None:
     f = features(
-        "x@amazon.com",
+        "x@amazon-deals.example",
         links=(
             link(
                 "https://www.amazon.com/r?url=https://evil-site.net/",
@@ -225,6 +230,33 @@ def test_diversion_follows_redirect_targets() -> None:
         ),
     )
     assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINK_DIVERSION"}
+
+
+def test_links_out_from_the_brands_own_domain_is_its_own_rule() -> None:
+    f = features("news@amazon.com", links=(link("https://partner-shop.example/deal"),))
+    found = _run(link_diversion, f, claim())
+    assert rules_of(found) == {"BRAND_DOMAIN_LINKS_OUT"}
+    # Signed by the brand's domain: half as telling (a brand linking to a partner).
+    signed = replace(f, dkim_domains=("amazon.com",))
+    assert _run(link_diversion, signed, claim())[0].factor < found[0].factor
+
+
+def test_disguised_display_names_and_subjects_fire() -> None:
+    from filters.checks import disguise
+
+    for display in ("Т\u200bruѕt Wаllet", "PayPa1 Service", "WaImart Hello", "𝖣𝖨𝖤 𝖫ö𝗌𝗎𝗇𝗀"):
+        f = features("x@example.org", display=display)
+        assert rules_of(_run(disguise, f, None)) == {"TEXT_DISGUISED"}, display
+    assert _run(disguise, features("x@example.org", subject="Y0ur acc0unt"), None)[0].factor < 1
+
+
+def test_disguise_silent_for_plain_names_in_any_script() -> None:
+    from filters.checks import disguise
+
+    # A Russian name, German umlauts, an order number, CamelCase: ordinary writing.
+    for display in ("Иван Петров", "Müller GmbH", "Order NP113951", "PayPal", "McIntosh"):
+        f = features("x@example.org", display=display, subject="Bestellung 4711")
+        assert _run(disguise, f, None) == [], display
 
 
 # --------------------------------------------------------------------- link_mismatch

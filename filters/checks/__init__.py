@@ -29,6 +29,7 @@ def _load() -> tuple[Check, ...]:
         allow_block,
         auth_claim,
         brand_sender,
+        disguise,
         link_diversion,
         link_mismatch,
         links_suspicious,
@@ -41,6 +42,7 @@ def _load() -> tuple[Check, ...]:
     modules: list[ModuleType] = [
         brand_sender,  # claimed brand, sender not among its domains; freemail; exact-domain spoof
         auth_claim,  # authenticated brand mail: lowers the score
+        disguise,  # invisible characters, mixed scripts, styled letters in names
         lookalike,  # sender or link domains imitating a brand
         link_diversion,  # claimed brand whose calls to action go elsewhere
         link_mismatch,  # shown URL / host differs from the href

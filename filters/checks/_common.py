@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from filters import auth
 from filters.domains import registrable
+from filters.lookalike import country_site
 from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import Features, Link
 
@@ -44,6 +45,18 @@ def target_domains(link: Link) -> list[str]:
     if target and target not in out:
         out.append(target)
     return out
+
+
+def sender_is_brand(f: Features, brand: Brand, reg: BrandRegistry) -> str | None:
+    """The brand domain entry the From address is at: one the registry lists, or the brand's
+    name under a country suffix (its country site, which no registry lists in full)."""
+    if f.from_addr is None or not f.from_addr.domain:
+        return None
+    entry = reg.may_send(brand, f.from_addr.domain)
+    if entry is None:
+        site = country_site(f.from_addr.domain, brand.key, reg)
+        entry = f"{site}, under a country suffix" if site else None
+    return entry
 
 
 def brand_authenticated(f: Features, brand: Brand, reg: BrandRegistry) -> str | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import a_or_an, auth_failed, brand_authenticated
+from filters.auth import aligned
+from filters.checks._common import a_or_an, auth_failed, brand_authenticated, sender_is_brand
 from filters.claim import AUTHOR_PLACES, PLACE_NAMES
 from filters.context import Context
 from filters.domains import registrable
-from filters.lookalike import country_site
 from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import BrandClaim, Features, Finding
 
@@ -41,10 +41,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     domain = f.from_addr.domain or "(no domain)"
     if brand_authenticated(f, brand, reg):
         return
-    entry = reg.may_send(brand, f.from_addr.domain) if f.from_addr.domain else None
-    if entry is None and f.from_addr.domain:
-        site = country_site(f.from_addr.domain, brand.key, reg)
-        entry = f"{site}, under a country suffix" if site else None
+    entry = sender_is_brand(f, brand, reg)
     if entry:
         failed = auth_failed(f, f.from_addr.domain)
         if failed:
@@ -94,7 +91,9 @@ def _unvouched(f: Features, brand: Brand, reg: BrandRegistry, lists: Lists) -> I
     address alone: brands send through ESPs, and the ESP signs for all its customers."""
     assert f.from_addr is not None
     signers = [d for d in f.dkim_domains if d]
-    if any(reg.may_send(brand, d) for d in signers):
+    # The brand's own domains sign; so does its country site for the mail it sends from there.
+    country = reg.may_send(brand, f.from_addr.domain) is None
+    if any(reg.may_send(brand, d) or (country and aligned(d, f.from_addr.domain)) for d in signers):
         return
     rp = f.return_path
     evidence = [f"From {f.from_addr.address} uses {brand.name}'s domain"]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from filters.checks._common import cta_links, free_hosted, sample, target_domains
+from filters.checks._common import (
+    cta_links,
+    free_hosted,
+    sample,
+    sender_is_brand,
+    target_domains,
+)
 from filters.context import Context
 from filters.lookalike import country_site
 from filters.types import BrandClaim, Features, Finding
@@ -23,7 +29,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         return
     reg = ctx.registry
     brand = reg.brands[claim.brand]
-    sender_is_brand = bool(f.from_addr and reg.may_send(brand, f.from_addr.domain))
+    own_sender = sender_is_brand(f, brand, reg) is not None
     sender_vendor = reg.esp_of(f.from_addr.domain) if f.from_addr else None
     links = cta_links(f, ctx.lists)
     if not links:
@@ -38,7 +44,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             if reg.link_brand(dom) and not free_hosted(link.host, ctx.lists):
                 continue
             # The brand's own mail is tracked through its ESP; only then is that host fine.
-            if sender_is_brand and dom in ctx.lists.esp_domains:
+            if own_sender and dom in ctx.lists.esp_domains:
                 continue
             if reg.uses_esp(brand, dom) or country_site(dom, brand.key, reg):
                 continue
@@ -49,7 +55,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     # The brand's own domain, or a vendor's shared one (brands mail through ESPs and review
     # services from those): with every link on the brand's domains that is the brand's mail
     # or, at worst, a reply scam; a stranger's own domain earns nothing.
-    vouched = sender_is_brand or sender_vendor is not None
+    vouched = own_sender or sender_vendor is not None
     if not foreign:
         # Only the brand's own (or its vendor's) mail earns this: a stranger copying the
         # brand's links wants a reply or a call, not a click.
@@ -62,14 +68,14 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         return
     share = len(foreign) / max(1, len(links))
     factor = min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5)
-    if sender_is_brand and any(reg.may_send(brand, d) for d in f.dkim_domains):
+    if own_sender and any(reg.may_send(brand, d) for d in f.dkim_domains):
         # The brand's domain signed it (as it claims; verification, where there is DNS, says
         # whether it holds): a brand linking to partners, not a spoof sending people away.
         factor *= 0.5
     yield Finding(
         # From the brand's own domain the links' destination means less: brands link to
         # partners and trackers; a spoof of that domain is judged by brand_sender.
-        "BRAND_DOMAIN_LINKS_OUT" if sender_is_brand else "BRAND_LINK_DIVERSION",
+        "BRAND_DOMAIN_LINKS_OUT" if own_sender else "BRAND_LINK_DIVERSION",
         (
             f"claims to be {brand.name}; links go to {sample(foreign)}",
             f"{len(foreign)} of {len(links)} links leave {brand.name}'s domains",

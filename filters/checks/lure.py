@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from filters.checks._common import sample
+from filters.checks._common import sample, sender_is_brand
 from filters.context import Context
 from filters.registry import Lexicon
 from filters.types import BrandClaim, Features, Finding
@@ -98,11 +98,7 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     # Lure words matter most when the message also speaks as a brand from elsewhere; alone,
     # or from the brand's own domain, they are the everyday vocabulary of shops and carriers.
     weight = 1.0 if claim else 0.35
-    if (
-        claim
-        and f.from_addr
-        and ctx.registry.may_send(ctx.registry.brands[claim.brand], f.from_addr.domain)
-    ):
+    if claim and sender_is_brand(f, ctx.registry.brands[claim.brand], ctx.registry):
         weight = 0.5
     for rule, phrases in found.items():
         distinct = len(set(phrases))
