@@ -81,7 +81,7 @@ def score(
             capped=scale.get(group, 1.0) if s > 0 else 1.0,
         )
         for f, group, s, weight, unclaimed in raw
-        if s != 0
+        # Zero-weight findings stay: an explanation says what fired, not only what counted.
     )
     ordered = tuple(sorted(scored, key=lambda x: -abs(x.score)))
     return round(sum(x.score for x in ordered), 2), ordered

@@ -55,7 +55,7 @@ def fake_verdict(raw: bytes, thresholds: dict[str, float]) -> dict[str, Any]:
 
 
 def fake_scan(paths: Sequence[str], config: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    thresholds = replay.config_thresholds(config)
+    thresholds = _thresholds(config)
     for item in iter_messages(list(paths)):
         yield item.source, fake_verdict(item.raw, thresholds)
 
@@ -90,8 +90,16 @@ def run_fake(
         target_fpr=target_fpr,
         list_cap=list_cap,
     )
-    out = replay.run(options, fake_scan, thresholds=replay.config_thresholds, rules=RULES)
+    out = replay.run(options, fake_scan, thresholds=_thresholds, rules=RULES)
     return replay.result(out)
+
+
+def _thresholds(config: str | None) -> dict[str, float]:
+    """The fake scores below are placed around fixed thresholds, whatever the shipped learned
+    weights say (a config dir given to --compare-config still counts)."""
+    if config is not None:
+        return replay.config_thresholds(config)
+    return {"tag": 4.0, "quarantine": 8.0, "reject": 12.0}
 
 
 @pytest.fixture
@@ -260,7 +268,7 @@ def test_positive_and_negative_must_not_overlap() -> None:
 def overlay(tmp_path: Path, tag: float) -> Path:
     cfg = tmp_path / f"cfg-{tag}"
     cfg.mkdir()
-    (cfg / "brandgate.toml").write_text(f"[thresholds]\ntag = {tag}\n")
+    (cfg / "brandgate.toml").write_text(f"[thresholds]\ntag = {tag}\nquarantine = 8\nreject = 12\n")
     return cfg
 
 
