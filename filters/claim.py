@@ -25,13 +25,22 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from filters.context import Context
 from filters.lookalike import Imitation, classify, segment
 from filters.registry import Brand, BrandRegistry, Lexicon
-from filters.text import fold_accents, normalise, skeleton, words_skeleton
+from filters.text import (
+    fold_accents,
+    normalise,
+    skeleton,
+    skeleton_of_normalised,
+    unleet,
+    words_skeleton,
+)
 from filters.types import BrandClaim, Features
 
 # How strongly each place speaks *as* the brand (the factor of the claim's findings).
@@ -68,11 +77,17 @@ _DISPLAY_STRENGTH_UNKNOWN_WORDS = 0.8  # distinctive name beside words of unknow
 _WEAK_STRENGTH = 0.9  # an ordinary-word name made a claim by service words beside it
 
 
-def fold(text: str, leet: bool = True) -> str:
+@lru_cache(maxsize=2048)
+def fold(text: str, leet: bool = True, normalised: bool = False) -> str:
     """The matching form: words_skeleton without apostrophes, with "i" read as "l" (the
     capital I and small l look alike in most fonts, and phishers swap them), and a break
     where Latin letters meet another script ("ㅐㅐFreedom": filler glued to a name)."""
-    text = _SCRIPT_EDGE.sub(" ", _APOSTROPHES.sub("", text))
+    if "'" in text or "’" in text or "`" in text or "´" in text:
+        text = _APOSTROPHES.sub("", text)
+    if not text.isascii():
+        text = _SCRIPT_EDGE.sub(" ", text)
+    if normalised:
+        return skeleton_of_normalised(text, leet).replace("i", "l")
     return words_skeleton(text, leet).replace("i", "l")
 
 
@@ -83,16 +98,24 @@ _SCRIPT_EDGE = re.compile(
 )
 
 
-def _token_forms(text: str) -> tuple[list[str], list[str]]:
+_DIGITISH = re.compile(r"[0-9$|]")
+
+
+def _token_forms(text: str, normalised: bool = False) -> tuple[list[str], list[str]]:
     """(digits kept, digits read as letters): "11st" must stay a name, "amaz0n" must not."""
-    plain = fold(text, leet=False).split()
-    if not any(ch.isdigit() or ch in "$|" for ch in text):
+    plain = fold(text, leet=False, normalised=normalised).split()
+    if not _DIGITISH.search(text):
         return plain, plain
-    return plain, fold(text).split()
+    # Reading digits as letters maps one character to one: the same words, word by word.
+    leet = [tok if tok.isalpha() else unleet(tok).replace("i", "l") for tok in plain]
+    return plain, leet if leet != plain else plain
 
 
+@lru_cache(maxsize=4096)  # domain labels: the same few in every message
 def fold_joined(text: str) -> str:
-    return skeleton(_APOSTROPHES.sub("", text)).replace("i", "l")
+    if "'" in text or "’" in text or "`" in text or "´" in text:
+        text = _APOSTROPHES.sub("", text)
+    return skeleton(text).replace("i", "l")
 
 
 @dataclass(slots=True)
@@ -100,13 +123,23 @@ class _Index:
     by_first: dict[str, list[tuple[tuple[str, ...], str, bool]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # The same entries split for speed: names of one word by that word, longer names by
+    # their first two words (most words of a text start no name, and "the" starts many).
+    single: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    multi: dict[tuple[str, str], list[tuple[tuple[str, ...], str, bool]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     cjk: list[tuple[str, str]] = field(default_factory=list)  # (normalised name, brand key)
     glued: dict[str, str] = field(default_factory=dict)  # distinctive joined form -> key
-    glued_sizes: list[int] = field(default_factory=list)  # their lengths, longest first
+    # Their lengths, longest first, by their first `head` characters: at most offsets of a
+    # text no name starts, and one lookup says so.
+    glued_sizes: dict[str, list[int]] = field(default_factory=dict)
     # The same, unfolded, for addresses and domains: they are lower-case, so there is no I/l
     # swap to undo, and folding would read "mail" as "mall".
     plain: dict[str, str] = field(default_factory=dict)
-    plain_sizes: list[int] = field(default_factory=list)
+    plain_heads: dict[str, list[int]] = field(default_factory=dict)
+    plain_tails: dict[str, list[int]] = field(default_factory=dict)  # by the last characters
+    head: int = MIN_GLUED
 
     def add(self, name: str, key: str, strong: bool) -> None:
         if _NONLATIN.search(name):
@@ -116,6 +149,12 @@ class _Index:
         if not words or len("".join(words)) < 2:
             return  # a one-letter name ("X") matches everything
         self.by_first[words[0]].append((words, key, strong))
+        if len(words) == 1:
+            # A strong entry wins over an ambiguous one for the same word.
+            if words[0] not in self.single or (strong and not self.single[words[0]][1]):
+                self.single[words[0]] = (key, strong)
+        else:
+            self.multi[(words[0], words[1])].append((words, key, strong))
         joined = "".join(words)
         if strong and len(joined) >= MIN_GLUED:
             self.glued.setdefault(joined, key)
@@ -145,11 +184,22 @@ def _index(registry: BrandRegistry) -> _Index:
                 idx.plain.setdefault(tok, brand.key)
     for entries in idx.by_first.values():
         entries.sort(key=lambda e: -len(e[0]))  # the longest name first: "tim hortons" > "tim"
-    idx.glued_sizes = sorted({len(n) for n in idx.glued}, reverse=True)
-    idx.plain_sizes = sorted({len(n) for n in idx.plain}, reverse=True)
+    for pairs in idx.multi.values():
+        pairs.sort(key=lambda e: -len(e[0]))
+    idx.head = head = min((len(n) for n in (*idx.glued, *idx.plain)), default=MIN_GLUED)
+    idx.glued_sizes = _sizes_by(idx.glued, lambda n: n[:head])
+    idx.plain_heads = _sizes_by(idx.plain, lambda n: n[:head])
+    idx.plain_tails = _sizes_by(idx.plain, lambda n: n[-head:])
     with _lock:
         _cache[id(registry)] = (registry, idx)
     return idx
+
+
+def _sizes_by(names: Iterable[str], part: Callable[[str], str]) -> dict[str, list[int]]:
+    sizes: dict[str, set[int]] = defaultdict(set)
+    for name in names:
+        sizes[part(name)].add(len(name))
+    return {k: sorted(v, reverse=True) for k, v in sizes.items()}
 
 
 class _Vote(Protocol):
@@ -168,18 +218,29 @@ class _Match:
 def _scan_tokens(idx: _Index, tokens: list[str], allow_weak: bool) -> list[_Match]:
     """Brand names as whole-word sequences, longest first and never overlapping."""
     found: list[_Match] = []
-    i = 0
-    while i < len(tokens):
-        hit = None
-        for words, key, strong in idx.by_first.get(tokens[i], ()):
-            if (strong or allow_weak) and tuple(tokens[i : i + len(words)]) == words:
-                hit = _Match(key, " ".join(words), i, i + len(words), strong)
-                break
-        if hit is None:
-            i += 1
+    by_first, single, multi = idx.by_first, idx.single, idx.multi
+    # Only the positions whose word starts some name: most words start none.
+    starts = [i for i, tok in enumerate(tokens) if tok in by_first]
+    end = 0
+    last = len(tokens) - 1
+    for i in starts:
+        if i < end:
             continue
-        found.append(hit)
-        i = hit.end
+        tok = tokens[i]
+        hit = None
+        if i < last:
+            for words, key, strong in multi.get((tok, tokens[i + 1]), ()):
+                n = len(words)
+                if (strong or allow_weak) and (n == 2 or tuple(tokens[i : i + n]) == words):
+                    hit = _Match(key, " ".join(words), i, i + n, strong)
+                    break
+        if hit is None and tok in single:
+            key, strong = single[tok]
+            if strong or allow_weak:
+                hit = _Match(key, tok, i, i + 1, strong)
+        if hit is not None:
+            found.append(hit)
+            end = hit.end
     return found
 
 
@@ -188,17 +249,20 @@ def _scan_forms(idx: _Index, plain: list[str], leet: list[str], allow_weak: bool
     found = _scan_tokens(idx, plain, allow_weak)
     if leet is not plain:
         taken = {i for m in found for i in range(m.start, m.end)}
-        found += [
-            m
-            for m in _scan_tokens(idx, leet, allow_weak)
-            if not taken.intersection(range(m.start, m.end))
-        ]
+        changed = [i for i, (a, b) in enumerate(zip(plain, leet, strict=True)) if a != b]
+        for m in _scan_tokens(idx, leet, allow_weak):
+            if any(m.start <= i < m.end for i in changed) and not taken.intersection(
+                range(m.start, m.end)
+            ):
+                found.append(m)
     return found
 
 
-def _scan(idx: _Index, text: str, allow_weak: bool) -> tuple[list[_Match], list[str]]:
+def _scan(
+    idx: _Index, text: str, allow_weak: bool, normalised: bool = False
+) -> tuple[list[_Match], list[str]]:
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
-    plain, tokens = _token_forms(text)
+    plain, tokens = _token_forms(text, normalised)
     found = _scan_forms(idx, plain, tokens, allow_weak)
     if idx.cjk and _NONLATIN.search(text):
         flat = words_skeleton(text).replace(" ", "")
@@ -222,7 +286,7 @@ def _glued_in_words(idx: _Index, raw_tokens: list[str]) -> list[_Match]:
         pos += len(tok)
         ends.add(pos)
     for start in sorted(starts):
-        for size in idx.glued_sizes:
+        for size in idx.glued_sizes.get(joined[start : start + idx.head], ()):
             end = start + size
             key = idx.glued.get(joined[start:end]) if end <= len(joined) else None
             if key is None:
@@ -270,10 +334,14 @@ def _glued_in_label(idx: _Index, label: str, min_len: int = MIN_GLUED) -> _Match
     label, glued to other letters ("walmartnoticescenter", "starbuckskle",
     "greetingswalmart"). Longest name first."""
     text = label.lower()[:64]
-    for size in idx.plain_sizes:
+    if len(text) < idx.head:
+        return None
+    head = idx.plain_heads.get(text[: idx.head], ())
+    tail = idx.plain_tails.get(text[-idx.head :], ())
+    for size in sorted({*head, *tail}, reverse=True):
         if size > len(text) or size < min_len:
             continue
-        for start in {0, len(text) - size}:
+        for start in (0, len(text) - size):
             key = idx.plain.get(text[start : start + size])
             if key is not None:
                 return _Match(key, text[start : start + size], 0, 0)
@@ -540,13 +608,14 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
 
     for m, factor in _display_claims(idx, f, ctx):
         vote(m.key, "display-name", m.name, factor)
-    if f.from_addr and f.from_addr.local and not _personal_mailbox(f):
+    personal = _personal_mailbox(f)
+    if f.from_addr and f.from_addr.local and not personal:
         for m, factor in _local_matches(idx, f.from_addr.local):
             vote(m.key, "from-local-part", m.name, factor)
     domain_brand = _domain_claim(f, ctx, idx)
     if domain_brand:
         vote(domain_brand[0], "from-domain", domain_brand[1], domain_brand[2])
-    _mentions(f, ctx, idx, vote)
+    _mentions(f, ctx, idx, vote, personal)
     if not votes:
         return None
     return _best(votes, matched, ctx.registry, f)
@@ -559,7 +628,7 @@ def _personal_mailbox(f: Features) -> bool:
     return bool(display) and _person(display, fold(display).split(), f)
 
 
-def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
+def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: bool) -> None:
     """The subject, the opening lines, the logo and link texts. They speak for the author
     when they address the reader as the brand's customer ("your PayPal account") or when
     the author is left vague. Where the author is known (an organisation named after its own
@@ -571,7 +640,6 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
             vote(key, "link-text", word)
         return
     vague = _generic_author(f, lex)
-    personal = _personal_mailbox(f)
     subject = f.subject[:_MAX_NAME_TEXT]
     hits, tokens = _scan(idx, subject, allow_weak=True)
     cued = _with_cue(tokens, hits, lex)
@@ -583,7 +651,7 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote) -> None:
     if personal or f.mailing_list:
         return
     head = f.body[:_BODY_HEAD]
-    hits, tokens = _scan(idx, head, allow_weak=False)
+    hits, tokens = _scan(idx, head, allow_weak=False, normalised=True)
     for m in _with_cue(tokens, hits, lex) if hits else ():
         vote(m.key, "body", m.name, 1.25 if vague else 1.0)
     for alt in f.image_alts[:_MAX_ALTS]:

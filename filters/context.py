@@ -18,6 +18,9 @@ class AccessList:
     authenticated: tuple[str, ...] = ()  # DKIM d= pass or DMARC pass from a trusted id
     link_domains: tuple[str, ...] = ()  # domains that links point to
 
+    def __bool__(self) -> bool:
+        return bool(self.addresses or self.domains or self.authenticated or self.link_domains)
+
 
 @dataclass(frozen=True, slots=True)
 class AccessLists:

@@ -25,10 +25,6 @@ MAX_ADDRESS_CHARS = 32 * 1024  # of one address header read character by charact
 _COMMENT = re.compile(r"\(([^()]*)\)")
 _QUOTED_ONLY = re.compile(r'\s*"[^"]*"\s*')
 _DKIM_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
-# Same result as _SPACES.sub(" ", ...) but matches only where something changes: runs of two
-# or more, or one whitespace character that is not a plain space.
-_SPACES_TO_FIX = re.compile(r"\s{2,}|[^\S ]")
 
 
 # --- addresses -----------------------------------------------------------------------------
@@ -83,7 +79,7 @@ def _unquote(display: str) -> str:
         display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     elif len(display) >= 2 and display[0] == display[-1] == "'":
         display = display[1:-1]
-    return _SPACES.sub(" ", display).strip()
+    return " ".join(display.split())
 
 
 def _one_address(piece: str) -> Address:
@@ -162,19 +158,10 @@ def _return_path(heads: Headers, envelope: Envelope | None) -> Address | None:
 # --- body, links, auth ---------------------------------------------------------------------
 
 
-def norm(text: str) -> str:
-    """filters.text.normalise, with a shortcut for pure ASCII text (most bodies), where NFKC,
-    the invisible-character and the confusable tables change nothing. A property test holds
-    the two equal."""
-    if text.isascii():
-        return _SPACES_TO_FIX.sub(" ", text.lower()).strip()
-    return normalise(text)
-
-
 def _body(pieces: list[str], limit: int) -> tuple[str, bool]:
     """Normalised body text, capped; (text, whether anything was cut)."""
     raw_cap = limit * 2  # normalising collapses whitespace: cut the raw text generously first
-    text = " ".join(filter(None, (norm(piece) for piece in _cut(pieces, raw_cap))))
+    text = " ".join(filter(None, (normalise(piece) for piece in _cut(pieces, raw_cap))))
     if len(text) > limit:
         return text[:limit], True
     return text, sum(len(piece) + 1 for piece in pieces) > raw_cap
@@ -272,11 +259,11 @@ def extract(
         reply_to=tuple(reply_to[:MAX_ADDRESSES]),
         return_path=_return_path(heads, envelope),
         subject=subject,
-        subject_norm=norm(subject),
-        display_norm=norm(from_addr.display) if from_addr else "",
+        subject_norm=normalise(subject),
+        display_norm=normalise(from_addr.display) if from_addr else "",
         body=body,
         links=tuple(links.links),
-        image_alts=_uniq([norm(alt) for alt in alts]),
+        image_alts=_uniq([normalise(alt) for alt in alts]),
         dkim_domains=_dkim_domains(heads),
         auth=_auth(heads, trusted_authserv_ids, dkim_results),
         attachments=_attachments(parsed.parts),

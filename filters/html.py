@@ -38,9 +38,8 @@ _BLOCK = frozenset(
         "th", "thead", "tr", "ul",
     }
 )  # fmt: skip
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
-_ZERO_FONT = re.compile(r"font-size\s*:\s*0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!)", re.IGNORECASE)
-_SETS_FONT = re.compile(r"font-size\s*:\s*(?!0(?:\.0*)?(?:px|pt|em|%)?\s*(?:;|$|!))", re.I)
+_HIDING_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+_FONT_SIZE = re.compile(r"font-size\s*:\s*([0-9.]*)", re.IGNORECASE)
 _LINK_TAGS = frozenset({"a", "img", "area", "form", "base", "meta"})
 # What each tag means to the element-by-element walk, as bit flags: one dict lookup each.
 _MUTE_SUBTREE, _NO_TEXT_ROLE, _LINK_ROLE, _BLOCK_ROLE = 1, 2, 4, 8
@@ -55,7 +54,6 @@ for _tags, _flag in (
         _ROLE[_tag] = _ROLE.get(_tag, 0) | _flag
 # Comments, processing instructions and entity nodes: no text of their own.
 _OTHER_NODES = (lxml.etree.Comment, lxml.etree.ProcessingInstruction, lxml.etree.Entity)
-_SPACES = re.compile(r"\s+")
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\"\s>]+)", re.IGNORECASE)
 # Fallback when lxml refuses a document: crude, but never without links.
 _ATTR_URL = re.compile(
@@ -78,7 +76,7 @@ class HtmlDoc:
 
 
 def collapse(text: str, limit: int = SHOWN_MAX) -> str:
-    return _SPACES.sub(" ", text).strip()[:limit]
+    return " ".join(text.split())[:limit]
 
 
 def _attr(el: lxml.etree._Element, name: str) -> str | None:
@@ -150,16 +148,21 @@ def _hidden_elements(root: lxml.etree._Element) -> list[lxml.etree._Element]:
     at their own size. Such a cell hides its subtree only when nothing inside resizes."""
     found = []
     zero: list[lxml.etree._Element] = []
-    sized: list[lxml.etree._Element] = []
+    sized = []  # the style strings (XPath results): their elements are fetched only if needed
     for value in _STYLE_OR_HIDDEN(root):
-        if value.attrname == "hidden" or _HIDDEN_STYLE.search(value):
+        if value.attrname == "hidden" or _HIDING_STYLE.search(value):
             found.append(value.getparent())
-        elif _ZERO_FONT.search(value):
+            continue
+        sizes = _FONT_SIZE.findall(value)
+        if not sizes:
+            continue
+        last = sizes[-1]  # the last declaration wins, as in CSS
+        if last and not last.strip("0."):
             zero.append(value.getparent())
-        elif _SETS_FONT.search(value):
-            sized.append(value.getparent())
+        else:
+            sized.append(value)
     if zero:
-        resized = _ancestors_of(sized)
+        resized = _ancestors_of([value.getparent() for value in sized])
         found.extend(el for el in zero if el not in resized)
     return found
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,8 @@ def domain_in(domain: str, domains: Iterable[str]) -> str | None:
     return None
 
 
-def suffixes(domain: str, most: int) -> list[str]:
+@lru_cache(maxsize=8192)  # the same few hosts come back in every message and check
+def suffixes(domain: str, most: int) -> tuple[str, ...]:
     """The `most` shortest dotted suffixes of `domain`, longest first ("a.b.c" -> "a.b.c",
     "b.c", "c"). Only as many as the longest registry entry has labels can match, so a host of
     thousands of labels costs no more than a short one."""
@@ -55,7 +57,7 @@ def suffixes(domain: str, most: int) -> list[str]:
             break
         cut = dot
     out.reverse()
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,9 @@ class BrandRegistry:
     _esp_index: dict[str, str] = field(default_factory=dict)  # domain -> ESP key
     _esp_labels: dict[str, str] = field(default_factory=dict)  # "bazaarvoice" -> ESP key
     _depth: int = 1  # labels of the longest entry in any index
+    # Per brand: its sender domains, and its link and sender domains, as sets.
+    _may_send: dict[str, frozenset[str]] = field(default_factory=dict)
+    _may_link: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for brand in self.brands.values():
@@ -111,6 +116,9 @@ class BrandRegistry:
                     self._esp_labels.setdefault(label, esp.key)
         entries = (*self._sender_index, *self._link_index, *self._esp_index)
         self._depth = max((e.count(".") + 1 for e in entries), default=1)
+        for brand in self.brands.values():
+            self._may_send[brand.key] = frozenset(brand.sender_domains)
+            self._may_link[brand.key] = frozenset((*brand.link_domains, *brand.sender_domains))
 
     def __len__(self) -> int:
         return len(self.brands)
@@ -152,11 +160,23 @@ class BrandRegistry:
         esp = self.esp_of(domain)
         return esp if esp is not None and esp.key in brand.esps else None
 
+    def _in_set(self, sets: dict[str, frozenset[str]], brand: Brand, domain: str) -> str | None:
+        # Longest suffix first, as domain_in gives the entry it meets first.
+        entries = sets[brand.key]
+        for suffix in suffixes(domain, self._depth):
+            if suffix in entries:
+                return suffix
+        return None
+
     def may_send(self, brand: Brand, domain: str) -> str | None:
-        return domain_in(domain, brand.sender_domains)
+        if self.brands.get(brand.key) is not brand:  # a brand from elsewhere (tests, tools)
+            return domain_in(domain, brand.sender_domains)
+        return self._in_set(self._may_send, brand, domain)
 
     def may_link(self, brand: Brand, domain: str) -> str | None:
-        return domain_in(domain, (*brand.link_domains, *brand.sender_domains))
+        if self.brands.get(brand.key) is not brand:
+            return domain_in(domain, (*brand.link_domains, *brand.sender_domains))
+        return self._in_set(self._may_link, brand, domain)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from config.loader import Config
 from filters.checks import RULE_DESCRIPTIONS
@@ -29,12 +29,35 @@ def combine(
         if f.rule not in best or f.factor > best[f.rule].factor:
             best[f.rule] = f
     extra = []
-    for name, parts in combos.items():
-        if all(p in best for p in parts):
+    rules = best.keys()
+    for name, parts, need in _candidates(combos, rules):
+        if rules >= need:
             factor = math.prod(best[p].factor for p in parts)
             evidence = tuple(f"{p}: {best[p].evidence[0]}" for p in parts if best[p].evidence)
             extra.append(Finding(name, evidence, factor=round(factor, 4)))
     return (*findings, *extra)
+
+
+_Combo = tuple[int, str, tuple[str, ...], frozenset[str]]
+_COMBO_INDEX: dict[int, tuple[Mapping[str, tuple[str, ...]], dict[str, list[_Combo]]]] = {}
+
+
+def _candidates(
+    combos: Mapping[str, tuple[str, ...]], rules: Iterable[str]
+) -> list[tuple[str, tuple[str, ...], frozenset[str]]]:
+    """The combinations that might be complete, those whose first rule fired, in config
+    order: one lookup per finding instead of a test of every combination."""
+    cached = _COMBO_INDEX.get(id(combos))
+    if cached is None or cached[0] is not combos:
+        index: dict[str, list[_Combo]] = defaultdict(list)
+        for i, (name, parts) in enumerate(combos.items()):
+            if parts:
+                index[parts[0]].append((i, name, parts, frozenset(parts)))
+        if len(_COMBO_INDEX) >= 8:  # config reloads: keep memory bounded
+            _COMBO_INDEX.clear()
+        cached = _COMBO_INDEX[id(combos)] = (combos, dict(index))
+    found = sorted(c for rule in rules for c in cached[1].get(rule, ()))
+    return [(name, parts, need) for _, name, parts, need in found]
 
 
 def describe(rule: str, combos: Mapping[str, tuple[str, ...]]) -> str:

@@ -39,10 +39,11 @@ def _load_confusables() -> dict[str, str]:
             if line.startswith("#") or not line.strip():
                 continue
             code, ascii_char, _name = line.rstrip("\n").split("\t", 2)
-            char = chr(int(code, 16))
-            # Keyed after lower-casing, as normalise applies it.
-            pairs.setdefault(char.lower(), ascii_char)
-            pairs.setdefault(char, ascii_char)
+            # normalise applies NFKC and lower-casing first: only the characters that survive
+            # both need a place here (math and full-width letters are already plain by then).
+            char = unicodedata.normalize("NFKC", chr(int(code, 16))).lower()
+            if len(char) == 1 and not char.isascii():
+                pairs.setdefault(char, ascii_char)
     return pairs
 
 
@@ -50,7 +51,6 @@ _CONFUSABLE_PAIRS = _load_confusables()
 
 # For brand-name skeletons only: digits and signs that pass for letters in a display name.
 _LEETSPEAK = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "$": "s", "|": "l"})
-_SPACES = re.compile(r"\s+")
 
 
 # Combining marks of the scripts phishers use to break up names (Latin, Greek, Cyrillic,
@@ -74,16 +74,25 @@ _INVISIBLE_RE = re.compile("[" + "".join(chr(c) for c in _INVISIBLE) + "]")
 # str.translate: with a table of this size, and Cyrillic or Greek text where most letters
 # change, it is an order of magnitude faster than a regex substitution with a callback.
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLE_PAIRS)
+# Most non-ASCII text (accented Latin, CJK) holds none of them; a set says so faster than a
+# regex character class of this size (which sre tests character by character).
+_CONFUSABLE_SET = frozenset(_CONFUSABLE_PAIRS)
+_INVISIBLE_SET = frozenset(chr(c) for c in _INVISIBLE)
 
 
 def normalise(text: str) -> str:
     """NFKC, invisible characters removed, lower-case, confusables folded, one space between
     words. Accents are kept (they carry meaning in lure words like "réclamer")."""
     if text.isascii():  # most mail: NFKC and both tables change nothing
-        return _SPACES.sub(" ", text.lower()).strip()
-    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text)).lower()
-    text = text.translate(_CONFUSABLE_TABLE)
-    return _SPACES.sub(" ", text).strip()
+        return " ".join(text.lower().split())  # str.split knows the same spaces as \s
+    text = unicodedata.normalize("NFKC", text)
+    # Against the set of its characters: a set tests a set by the smaller side.
+    if not _INVISIBLE_SET.isdisjoint(set(text)):
+        text = _INVISIBLE_RE.sub("", text)
+    text = text.lower()
+    if not _CONFUSABLE_SET.isdisjoint(set(text)):
+        text = text.translate(_CONFUSABLE_TABLE)
+    return " ".join(text.split())
 
 
 def fold_accents(text: str) -> str:
@@ -96,7 +105,7 @@ _LEET_CHARS = re.compile(r"[0-9$|]")
 _NOT_WORD = re.compile(r"[^\w$|]+|_+")
 
 
-def _unleet(word: str) -> str:
+def unleet(word: str) -> str:
     # Only words that mix letters and digits ("amaz0n", "paypa1"): "2002" stays a number.
     if word.isdigit() or not _LEET_CHARS.search(word):
         return word
@@ -108,10 +117,16 @@ def words_skeleton(text: str, leet: bool = True) -> str:
     dropped, digits that pass for letters folded inside words (unless leet=False: for names
     that really have digits, "11st", "3M"), punctuation removed. Folding maps one character
     to one, so both forms have the same words in the same places."""
-    words = _NOT_WORD.sub(" ", fold_accents(normalise(text))).split()
+    return skeleton_of_normalised(normalise(text), leet)
+
+
+def skeleton_of_normalised(text: str, leet: bool = True) -> str:
+    """words_skeleton of text already normalised (a Features body): the same result,
+    without normalising twice."""
+    words = _NOT_WORD.sub(" ", fold_accents(text)).split()
     if not leet or not _LEET_CHARS.search(text):
         return " ".join(words)
-    return " ".join(_unleet(w) for w in words)
+    return " ".join(unleet(w) for w in words)
 
 
 def skeleton(text: str) -> str:

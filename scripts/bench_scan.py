@@ -1,6 +1,11 @@
 """Throughput and memory of `brandgate scan`, beside a floor measured in the same run.
 
-    scripts/bench [CORPUS_DIR] [--repeat N] [--no-cli] [--json FILE]
+    scripts/bench [CORPUS_DIR] [--repeat N] [--no-cli] [--json FILE] [--baseline REV]
+
+--baseline REV also measures the engine of an earlier revision (exported from git into a
+temporary folder) against this tree, alternating the two several times in one run, and
+reports the ratio of their CPU-time rates: the way to check that a change costs no more than
+it may, on a machine whose speed drifts.
 
 Floor: the stdlib parse of the same messages (BytesParser(policy=policy.default)) plus
 get_content() of every text/* part: what any Python scanner pays before it checks anything.
@@ -129,6 +134,52 @@ def measure(corpus: Path, repeat: int, cli: bool) -> dict[str, Any]:
     return res
 
 
+TARGET_VS_BASELINE = 0.9
+
+
+def versus_baseline(corpus: Path, rev: str, rounds: int) -> dict[str, Any]:
+    """CPU-time rates of this tree and of `rev`, alternated `rounds` times."""
+    import shutil
+    import statistics
+    import tarfile
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="brandgate-baseline-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        helper = str(ROOT / "scripts" / "bench_engine_rate.py")
+
+        def rate(tree: Path) -> float:
+            out = subprocess.run(
+                [sys.executable, helper, str(corpus), "1"],
+                cwd=tree,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return float(out.stdout.strip().splitlines()[-1])
+
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(rounds):
+            theirs.append(rate(tmp))
+            ours.append(rate(ROOT))
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+        return {
+            "baseline": rev,
+            "rates": ours,
+            "baseline_rates": theirs,
+            "ratio_median": statistics.median(ratios),
+            "ratios": ratios,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -191,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="best of N in-process runs")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also compare the engine with git revision REV"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternations with --baseline")
     args = parser.parse_args(argv)
     corpus = Path(args.corpus)
     if not corpus.is_dir():
@@ -198,6 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     res = measure(corpus, max(1, args.repeat), not args.no_cli)
     print(report(res))
+    if args.baseline:
+        vs = versus_baseline(corpus, args.baseline, max(1, args.rounds))
+        res["versus_baseline"] = vs
+        print(
+            f"engine vs {args.baseline} (CPU-time rate, median of {len(vs['ratios'])} "
+            f"alternations): {vs['ratio_median']:.2f}   target >= {TARGET_VS_BASELINE}: "
+            f"{verdict(vs['ratio_median'] >= TARGET_VS_BASELINE)}"
+        )
+        print(
+            "  rates: this tree "
+            + ", ".join(f"{r:.0f}" for r in vs["rates"])
+            + f"; {args.baseline} "
+            + ", ".join(f"{r:.0f}" for r in vs["baseline_rates"])
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0
