@@ -15,7 +15,7 @@ from typing import Any
 
 from filters.registry import Brand, BrandRegistry, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
-from filters.types import VERDICTS, Limits
+from filters.types import OVERRUN_ACTIONS, VERDICTS, Limits
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 MAIN_FILE = "brandgate.toml"
@@ -180,11 +180,30 @@ def _engine(doc: dict[str, Any], file: Path) -> EngineSettings:
     )
 
 
+# Upper bounds where a standard sets one: a longer host is no DNS name (RFC 1035).
+_LIMIT_MAX = {"max_host_chars": 253, "max_host_labels": 127}
+
+
+def _limit(key: str, value: Any, file: Path) -> int | str:
+    where = f"limits.{key}"
+    if key == "on_overrun":
+        if value not in OVERRUN_ACTIONS:
+            raise ConfigError(
+                file, where, f"expected one of {', '.join(OVERRUN_ACTIONS)}, got {value!r}"
+            )
+        return str(value)
+    number = whole(value, file, where, 1)
+    top = _LIMIT_MAX.get(key)
+    if top is not None and number > top:
+        raise ConfigError(file, where, f"must be at most {top}, got {number!r}")
+    return number
+
+
 def _limits(doc: dict[str, Any], file: Path) -> Limits:
     tbl = _table(doc, "limits", file)
     allowed = set(Limits.__dataclass_fields__)
     _check_keys(tbl, allowed, file, "limits.")
-    return Limits(**{k: whole(v, file, f"limits.{k}", 1) for k, v in tbl.items()})
+    return Limits(**{k: _limit(k, v, file) for k, v in tbl.items()})  # type: ignore[arg-type]
 
 
 def _thresholds(doc: dict[str, Any], file: Path) -> dict[str, float]:
