@@ -44,13 +44,13 @@ def split_headers(raw: bytes) -> tuple[bytes, bytes]:
 
 def _fields(block: bytes) -> list[bytes]:
     """Header fields with their continuation lines, each with its own line ending."""
-    out: list[bytes] = []
+    fields: list[list[bytes]] = []
     for line in block.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] += line
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)  # joined once below: `+=` per line was quadratic
         else:
-            out.append(line)
-    return out
+            fields.append([line])
+    return [b"".join(lines) for lines in fields]
 
 
 def strip_our_headers(raw: bytes) -> bytes:
@@ -188,7 +188,9 @@ def _encode_banner(leaf: _Leaf, text: str, charset: str) -> bytes:
             f"{html.escape(text)}</div>"
         )
         return block.encode(charset, "xmlcharrefreplace")
-    return (text + "\r\n" + "-" * 60 + "\r\n\r\n").encode(charset)
+    # The rule under the text must not start with "--": it could be a multipart delimiter
+    # (a boundary of 56 dashes is closed by a line of 60) and hide the rest of the message.
+    return (text + "\r\n" + "_" * 60 + "\r\n\r\n").encode(charset)
 
 
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
