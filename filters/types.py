@@ -205,6 +205,29 @@ class Verdict:
             error=f"{type(exc).__name__}: {exc}",
         )
 
+    @classmethod
+    def for_overrun(cls, reason: str, on_overrun: str) -> Verdict:
+        """A message whose scan crossed its budget (time, memory, or its worker died): a
+        verdict of its own, as limits.on_overrun says, never a pass. "tempfail" reads as
+        quarantine where nothing can be deferred (scan, replay, a release)."""
+        return cls(
+            verdict="tag" if on_overrun == "tag" else "quarantine",
+            score=0.0,
+            brand=None,
+            findings=(
+                ScoredFinding(
+                    "LIMIT_EXCEEDED",
+                    "structure",
+                    0.0,
+                    (f"scan budget crossed: {reason}",),
+                    "The scan crossed its time or memory budget; the message was not judged",
+                ),
+            ),
+            summary=f"Not judged: the scan crossed its budget ({reason}).",
+            status="overrun",
+            error=reason,
+        )
+
     @property
     def rules(self) -> tuple[str, ...]:
         return tuple(f.rule for f in self.findings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -37,6 +38,7 @@ from gateway.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 from gateway.scanpool import (
     EngineFactory,
     ScanError,
+    ScanOverrun,
     ScanService,
     default_engine_factory,
     engine_config_for_serve,
@@ -47,6 +49,18 @@ log = logging.getLogger("brandgate.gateway")
 msglog = logging.getLogger("brandgate.message")
 
 XFORWARD_EHLO = "XFORWARD " + " ".join(XFORWARD_ATTRS)
+# Session limits, Postfix's where it has one. A command line may buffer this much (RFC 5321
+# says 512; DATA lines have their own, larger limit); junk commands (NOOP, RSET, VRFY, EXPN,
+# HELP, HELO, EHLO) since the last message (smtpd_junk_command_limit); error replies
+# (smtpd_hard_error_limit); recipients of one message (smtpd_recipient_limit).
+COMMAND_LINE_LIMIT = 4096
+JUNK_COMMAND_LIMIT = 100
+HARD_ERROR_LIMIT = 20
+RECIPIENT_LIMIT = 1000
+_JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP", "HELO", "EHLO"})
+# Never in an envelope address we relay: each could end or split the command at the next hop.
+_ENVELOPE_FORBIDDEN = re.compile(r"[\r\n\x00]")
+TEMPFAIL_REPLY = "451 4.3.0 Temporary failure, try again later"
 _QUEUE_ID = re.compile(rb"\bwith\s+\w+\s+id\s+([A-Za-z0-9]{5,32})\b", re.IGNORECASE)
 _LOGSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -83,6 +97,18 @@ def _kv(value: Any) -> str:
 # --------------------------------------------------------------------------- SMTP session
 
 
+def _counted(command: str) -> Any:
+    """aiosmtpd's handler of a junk command, run only while the session is under the limit."""
+    inner = getattr(SMTP, f"smtp_{command}")
+
+    @functools.wraps(inner)  # keeps the syntax aiosmtpd's HELP shows
+    async def method(self: GatewaySMTP, arg: str) -> None:
+        if await self._junk(command):
+            await inner(self, arg)
+
+    return method
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's session plus: admission at connect, XFORWARD, separate DATA timeout."""
 
@@ -97,6 +123,8 @@ class GatewaySMTP(SMTP):
         self.sid = secrets.token_hex(5)
         self.xforward: dict[str, str] = {}
         self.in_data = False
+        self.junk = 0
+        self.errors = 0
 
     @property
     def in_transaction(self) -> bool:
@@ -110,6 +138,8 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        # ... but only DATA lines: a command line may not buffer more than this.
+        self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
         try:
             await super()._handle_client()
         finally:
@@ -120,10 +150,51 @@ class GatewaySMTP(SMTP):
         if isinstance(status, str) and status.startswith("552 Error"):
             status = "552 5.3.4 Message too big for system"
         await super().push(status)
+        if isinstance(status, str) and status[:3] in ("500", "501", "502", "503", "504", "553"):
+            self.errors += 1
+            if self.errors > HARD_ERROR_LIMIT:
+                await self._hang_up("421 4.7.0 Error: too many errors")
+
+    async def _hang_up(self, reply: str) -> None:
+        log.warning("session %s: %s", self.sid, reply)
+        self._writer.write(reply.encode("ascii") + b"\r\n")
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _junk(self, command: str) -> bool:
+        """Count a junk command; False (and the session closed) past the limit."""
+        self.junk += 1
+        if self.junk <= JUNK_COMMAND_LIMIT:
+            return True
+        await self._hang_up("421 4.7.0 Error: too many junk commands")
+        return False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address exactly as the client sent it (aiosmtpd's own parser re-quotes or
+        unquotes local parts and stops at control characters, so what we relayed would not
+        be what the MTA in front accepted). None only when there is no address at all."""
+        text = arg.lstrip()
+        if not text.startswith("<"):
+            address, _, rest = text.partition(" ")
+            return (address, rest.strip()) if address else (None, None)
+        close = _closing_angle(text)
+        if close < 0:
+            return None, None
+        inner = text[1:close]
+        return inner or "<>", text[close + 1 :].strip()
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._junk("HELO"):
+            return
         self.xforward = {}
         await super().smtp_HELO(hostname)
+
+    smtp_EHLO = _counted("EHLO")
+    smtp_NOOP = _counted("NOOP")
+    smtp_RSET = _counted("RSET")
+    smtp_VRFY = _counted("VRFY")
+    smtp_EXPN = _counted("EXPN")
+    smtp_HELP = _counted("HELP")
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         assert self.session is not None
@@ -150,11 +221,14 @@ class GatewaySMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self.gateway.settings.data_timeout)
         self.in_data = True
+        self._reader._limit = self.line_length_limit  # type: ignore[attr-defined]
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
             self.in_data = False
             self.xforward = {}
+            self.junk = 0  # a session that carries mail is not junk
             if self.gateway.draining and self.transport is not None:
                 self.transport.close()
 
@@ -163,9 +237,60 @@ class GatewaySMTP(SMTP):
         self._reset_timeout(seconds)
 
 
+def _closing_angle(text: str) -> int:
+    """Index of the ">" that closes the "<" at text[0] (quoted parts skipped), or -1."""
+    quoted = escaped = False
+    for i, ch in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    return -1
+
+
 class Handler:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's default is "500 Error: (Type) text": a permanent failure (Postfix
+        bounces) that shows our exception to the client. A 4xx keeps the message."""
+        log.error("session error: %s", error, exc_info=error)
+        return TEMPFAIL_REPLY
+
+    async def handle_MAIL(
+        self,
+        server: GatewaySMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if _ENVELOPE_FORBIDDEN.search(address):
+            return "451 4.1.7 Sender address with CR or NUL is not relayed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: GatewaySMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if _ENVELOPE_FORBIDDEN.search(address):
+            return "451 4.1.3 Recipient address with CR or NUL is not relayed"
+        if len(envelope.rcpt_tos) >= RECIPIENT_LIMIT:
+            return "452 4.5.3 Error: too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
 
     async def handle_EHLO(
         self,
@@ -376,9 +501,18 @@ class Gateway:
             "rcpts": ",".join(rcpts),
             "size": len(raw),
         }
-        clean = actions.strip_our_headers(raw)
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
-        reply = await self._decide_and_act(clean, raw, envelope, options, xf, env.smtp_utf8, record)
+        try:
+            # Linear, but over up to data_size_limit bytes: never on the event loop, where
+            # it would hold up every other session.
+            clean = await asyncio.to_thread(actions.strip_our_headers, raw)
+            reply = await self._decide_and_act(
+                clean, raw, envelope, options, xf, env.smtp_utf8, record
+            )
+        except Exception as exc:  # a bug here must cost a retry, never the message
+            log.exception("processing failed")
+            record.update(action="tempfail", error=f"internal: {type(exc).__name__}")
+            reply = TEMPFAIL_REPLY
         record["ms"] = round((time.monotonic() - t0) * 1000)
         record["reply"] = reply
         msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in record.items() if v is not None))
@@ -409,6 +543,12 @@ class Gateway:
             verdict = await self.scans.scan(clean, envelope)
             if verdict.status == "error":
                 raise ScanError(verdict.error or "engine reported an error")
+        except ScanOverrun as exc:
+            # Crossing the budget is the message's doing: fail_open does not apply here, or
+            # a message could buy its way past the scan by being expensive.
+            return await self._overrun(
+                clean, raw, envelope, options, xforward, smtputf8, exc.reason, record
+            )
         except ScanError as exc:
             self.metrics.scan_errors.inc()
             record.update(verdict="error", error=str(exc))
@@ -437,10 +577,39 @@ class Gateway:
             return await self._quarantine(raw, envelope, options, xforward, verdict, record)
         data = clean
         if action == "tag":
-            data, banner = actions.tagged(
-                clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
+            data, banner = await asyncio.to_thread(
+                actions.tagged, clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
             )
             record["banner"] = "yes" if banner else "no"
+        return await self._relay(data, envelope, options, xforward, smtputf8, record)
+
+    async def _overrun(
+        self,
+        clean: bytes,
+        raw: bytes,
+        envelope: Envelope,
+        options: tuple[str, ...],
+        xforward: dict[str, str],
+        smtputf8: bool,
+        reason: str,
+        record: dict[str, Any],
+    ) -> str:
+        """What `limits.on_overrun` says: tempfail (451), quarantine, or tag and relay."""
+        on_overrun = self.config.limits.on_overrun
+        self.metrics.scan_overruns.inc()
+        record.update(verdict="overrun", action=on_overrun, error=reason)
+        self.metrics.messages.labels("overrun", on_overrun).inc()
+        if on_overrun == "tempfail":
+            return "451 4.3.0 Message could not be scanned within its budget, try again later"
+        verdict = Verdict.for_overrun(reason, on_overrun)
+        if on_overrun == "quarantine":
+            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
+        s = self.settings
+        data, banner = await asyncio.to_thread(
+            actions.tagged, clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
+        )
+        record["banner"] = "yes" if banner else "no"
+        data = actions.prepend(data, [("X-Brandgate-Status", "overrun")])
         return await self._relay(data, envelope, options, xforward, smtputf8, record)
 
     async def _relay(
