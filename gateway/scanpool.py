@@ -24,11 +24,12 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from config.loader import Config
 from filters.types import Envelope, Verdict
+from gateway import actions
 from gateway.budget import death, limit_memory
 
 log = logging.getLogger("brandgate.scanpool")
@@ -101,10 +102,38 @@ def _init_worker(factory: EngineFactory, config: Config) -> None:
     _scanner = factory(config)
 
 
-def _scan(raw: bytes, envelope: Envelope | None) -> Verdict:
+@dataclass(frozen=True, slots=True)
+class Tagging:
+    """How the gateway tags, so that the worker does it with the scan: stripping our headers
+    and writing the banner walk the whole message, and on the event loop (or in a thread of
+    the gateway, fighting it for the GIL) that would hold up every other session."""
+
+    tag_verdicts: frozenset[str]  # verdicts whose action is "tag"
+    banner: bool = True
+    subject_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    verdict: Verdict
+    clean: bytes | None  # the message without incoming X-Brandgate-* fields; None: unchanged
+    tagged: bytes | None  # when the verdict's action is tag: the tagged message
+    banner: bool = False  # whether a banner went into `tagged`
+
+
+def _scan(raw: bytes, envelope: Envelope | None, tagging: Tagging | None) -> Processed:
     if _scanner is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker not initialised")
-    return _scanner.scan(raw, envelope)
+    if tagging is None:
+        return Processed(_scanner.scan(raw, envelope), None, None)
+    clean = actions.strip_our_headers(raw)
+    verdict = _scanner.scan(clean, envelope)
+    tagged, banner = None, False
+    if verdict.status == "ok" and verdict.verdict in tagging.tag_verdicts:
+        tagged, banner = actions.tagged(
+            clean, verdict, banner=tagging.banner, subject_prefix=tagging.subject_prefix
+        )
+    return Processed(verdict, None if clean is raw else clean, tagged, banner)
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
@@ -165,9 +194,9 @@ def _worker_main(
         if body is None:
             return
         try:
-            raw, envelope = pickle.loads(body)
+            raw, envelope, tagging = pickle.loads(body)
             del body
-            reply: tuple[str, object] = ("ok", _scan(raw, envelope))
+            reply: tuple[str, object] = ("ok", _scan(raw, envelope, tagging))
         except MemoryError:
             raw = envelope = None
             # Whatever the scan held is unwound by now; the state it left is not to be
@@ -190,7 +219,7 @@ class _Worker:
         self.tasks = tasks  # write end, non-blocking
         self.results = results  # read end, non-blocking
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.current: asyncio.Future[Verdict] | None = None
+        self.current: asyncio.Future[Processed] | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.outgoing = bytearray()
         self.incoming = bytearray()
@@ -219,8 +248,8 @@ class _Pool:
         self.memory_mb = config.limits.worker_memory_mb if memory_mb is None else memory_mb
         self.loop = asyncio.get_running_loop()
         self.workers: list[_Worker] = []
-        self.queue: deque[tuple[bytes, asyncio.Future[Verdict]]] = deque()
-        self.pending: set[asyncio.Future[Verdict]] = set()
+        self.queue: deque[tuple[bytes, asyncio.Future[Processed]]] = deque()
+        self.pending: set[asyncio.Future[Processed]] = set()
         self.broken: str | None = None
         self.replaced = 0  # workers started to replace one that overran or died
         self._reaping: set[asyncio.Task[None]] = set()
@@ -258,12 +287,14 @@ class _Pool:
         """Wait until every worker has built its engine; raises if one cannot."""
         await asyncio.wait_for(asyncio.gather(*(w.ready for w in self.workers)), timeout)
 
-    def submit(self, raw: bytes, envelope: Envelope | None) -> asyncio.Future[Verdict]:
-        fut: asyncio.Future[Verdict] = self.loop.create_future()
+    def submit(
+        self, raw: bytes, envelope: Envelope | None, tagging: Tagging | None = None
+    ) -> asyncio.Future[Processed]:
+        fut: asyncio.Future[Processed] = self.loop.create_future()
         if self.broken is not None:
             fut.set_exception(ScanError(self.broken))
             return fut
-        data = pickle.dumps((raw, envelope), pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((raw, envelope, tagging), pickle.HIGHEST_PROTOCOL)
         self.pending.add(fut)
         fut.add_done_callback(self.pending.discard)
         self.queue.append((_HEADER.pack(len(data)) + data, fut))
@@ -346,14 +377,14 @@ class _Pool:
                 fut.set_exception(value)
         self._dispatch()
 
-    def _finish(self, worker: _Worker) -> asyncio.Future[Verdict] | None:
+    def _finish(self, worker: _Worker) -> asyncio.Future[Processed] | None:
         fut, worker.current = worker.current, None
         if worker.deadline is not None:
             worker.deadline.cancel()
             worker.deadline = None
         return fut
 
-    def _timed_out(self, worker: _Worker, fut: asyncio.Future[Verdict]) -> None:
+    def _timed_out(self, worker: _Worker, fut: asyncio.Future[Processed]) -> None:
         if worker.current is fut and not worker.closed:
             self._overran(worker, f"time budget of {self.timeout:g} s")
 
@@ -505,10 +536,17 @@ class ScanService:
     async def scan(self, raw: bytes, envelope: Envelope | None) -> Verdict:
         """The verdict; ScanOverrun when the message crossed its budget; ScanError when
         no verdict could be had for any other reason (internal error, queue wait)."""
+        return (await self.process(raw, envelope, None)).verdict
+
+    async def process(
+        self, raw: bytes, envelope: Envelope | None, tagging: Tagging | None
+    ) -> Processed:
+        """scan, and with `tagging` also strip our headers before and tag after, all in the
+        worker and within the budget (see Tagging)."""
         pool = self._pool
         if pool is None:
             raise ScanError("scan service not started")
-        fut = pool.submit(raw, envelope)
+        fut = pool.submit(raw, envelope, tagging)
         # The budget itself is enforced in the pool, from when a worker takes the message;
         # this bounds the wait for a free worker as well.
         wait = QUEUE_WAIT_FACTOR * self.timeout

@@ -30,7 +30,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from config.loader import SHIPPED_DIR, Config, ConfigError, load_config
-from filters.types import Envelope, Verdict
+from filters.types import VERDICTS, Envelope, Verdict
 from gateway import actions
 from gateway.metrics import Metrics
 from gateway.quarantine import QuarantineStore
@@ -40,6 +40,7 @@ from gateway.scanpool import (
     ScanError,
     ScanOverrun,
     ScanService,
+    Tagging,
     default_engine_factory,
     engine_config_for_serve,
 )
@@ -54,6 +55,7 @@ XFORWARD_EHLO = "XFORWARD " + " ".join(XFORWARD_ATTRS)
 # HELP, HELO, EHLO) since the last message (smtpd_junk_command_limit); error replies
 # (smtpd_hard_error_limit); recipients of one message (smtpd_recipient_limit).
 COMMAND_LINE_LIMIT = 4096
+DATA_CHUNK = 1 << 18
 JUNK_COMMAND_LIMIT = 100
 HARD_ERROR_LIMIT = 20
 RECIPIENT_LIMIT = 1000
@@ -113,11 +115,6 @@ class GatewaySMTP(SMTP):
     """aiosmtpd's session plus: admission at connect, XFORWARD, separate DATA timeout."""
 
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
-        # RFC 5321 says 1000, but real mail has longer lines and Postfix accepts any length
-        # (splitting them itself); refusing one with a 5xx would bounce legitimate mail. The
-        # size limit still bounds memory: a line cannot outgrow the message. (Set before
-        # aiosmtpd's __init__, which sizes its stream reader from it.)
-        self.line_length_limit = max(65536, gateway.settings.data_size_limit + 2)
         super().__init__(gateway.handler, **kwargs)
         self.gateway = gateway
         self.sid = secrets.token_hex(5)
@@ -219,11 +216,33 @@ class GatewaySMTP(SMTP):
         await self.push("250 2.0.0 Ok")
 
     async def smtp_DATA(self, arg: str) -> None:
+        """DATA read in chunks, not line by line as aiosmtpd does: a message of millions of
+        short lines would otherwise hold the event loop (and every other session) until the
+        whole of it has arrived. Lines of any length are accepted, as Postfix does (refusing
+        one would bounce real mail); the size limit bounds memory. Only CRLF . CRLF ends it."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         self._reset_timeout(self.gateway.settings.data_timeout)
         self.in_data = True
-        self._reader._limit = self.line_length_limit  # type: ignore[attr-defined]
+        self._reader._limit = DATA_CHUNK  # type: ignore[attr-defined]
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            content = await self._read_data()
+            if content is None:
+                self._set_post_data_state()
+                await self.push("552 5.3.4 Message too big for system")
+                return
+            self.envelope.original_content = self.envelope.content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
         finally:
             self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
             self.in_data = False
@@ -231,6 +250,33 @@ class GatewaySMTP(SMTP):
             self.junk = 0  # a session that carries mail is not junk
             if self.gateway.draining and self.transport is not None:
                 self.transport.close()
+
+    async def _read_data(self) -> bytes | None:
+        """The message up to CRLF . CRLF, dot-unstuffed; None when it was over the size
+        limit (read to its end all the same, and dropped). The terminator is searched in C,
+        and the event loop gets a turn after every chunk."""
+        limit = self.data_size_limit or 0
+        buf = bytearray(b"\r\n")  # a virtual line break: "." as the first line ends it too
+        searched = 0
+        dropped = False
+        while (end := buf.find(b"\r\n.\r\n", searched)) < 0:
+            if limit and len(buf) > limit + 2:
+                dropped = True
+                del buf[:-4]  # keep what a terminator may start with
+            searched = max(0, len(buf) - 4)
+            chunk = await self._reader.read(DATA_CHUNK)
+            if not chunk:
+                raise ConnectionResetError("connection closed during DATA")
+            buf += chunk
+            await asyncio.sleep(0)
+        rest = buf[end + 5 :]
+        if rest:
+            # A client that pipelines its next command (or QUIT) behind the message: give
+            # those bytes back to the reader, ahead of anything that arrives later.
+            self._reader._buffer[:0] = rest  # type: ignore[attr-defined]
+        if dropped or (limit and end - 2 > limit):
+            return None
+        return bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
 
     def extend_deadline(self, seconds: float) -> None:
         """Scanning and relaying must not be cut short by the command timeout."""
@@ -503,12 +549,7 @@ class Gateway:
         }
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
         try:
-            # Linear, but over up to data_size_limit bytes: never on the event loop, where
-            # it would hold up every other session.
-            clean = await asyncio.to_thread(actions.strip_our_headers, raw)
-            reply = await self._decide_and_act(
-                clean, raw, envelope, options, xf, env.smtp_utf8, record
-            )
+            reply = await self._decide_and_act(raw, envelope, options, xf, env.smtp_utf8, record)
         except Exception as exc:  # a bug here must cost a retry, never the message
             log.exception("processing failed")
             record.update(action="tempfail", error=f"internal: {type(exc).__name__}")
@@ -527,9 +568,13 @@ class Gateway:
                 return m.group(1).decode("ascii") if m else None
         return None
 
+    def _tagging(self) -> Tagging:
+        s = self.settings
+        tag = frozenset(v for v in VERDICTS if s.action_for(v) == "tag")
+        return Tagging(tag, s.banner, s.subject_prefix)
+
     async def _decide_and_act(
         self,
-        clean: bytes,
         raw: bytes,
         envelope: Envelope,
         options: tuple[str, ...],
@@ -540,14 +585,17 @@ class Gateway:
         s = self.settings
         t_scan = time.monotonic()
         try:
-            verdict = await self.scans.scan(clean, envelope)
+            # Our headers stripped, the scan, and the tagging: all in the worker, within the
+            # budget, none of it on the event loop.
+            done = await self.scans.process(raw, envelope, self._tagging())
+            verdict = done.verdict
             if verdict.status == "error":
                 raise ScanError(verdict.error or "engine reported an error")
         except ScanOverrun as exc:
             # Crossing the budget is the message's doing: fail_open does not apply here, or
             # a message could buy its way past the scan by being expensive.
             return await self._overrun(
-                clean, raw, envelope, options, xforward, smtputf8, exc.reason, record
+                raw, envelope, options, xforward, smtputf8, exc.reason, record
             )
         except ScanError as exc:
             self.metrics.scan_errors.inc()
@@ -558,6 +606,7 @@ class Gateway:
                 return "451 4.3.0 Temporary scanning failure, try again later"
             record["action"] = "pass"
             self.metrics.messages.labels("error", "pass").inc()
+            clean = await asyncio.to_thread(actions.strip_our_headers, raw)
             data = actions.prepend(clean, actions.error_fields(str(exc)))
             return await self._relay(data, envelope, options, xforward, smtputf8, record)
         finally:
@@ -575,17 +624,18 @@ class Gateway:
             return actions.reject_reply(verdict)
         if action == "quarantine":
             return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        data = clean
+        data = done.clean if done.clean is not None else raw
         if action == "tag":
-            data, banner = await asyncio.to_thread(
-                actions.tagged, clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
-            )
-            record["banner"] = "yes" if banner else "no"
+            if done.tagged is None:  # a reload changed the actions while it was scanned
+                done = await self.scans.process(
+                    raw, envelope, Tagging(frozenset({verdict.verdict}), s.banner, s.subject_prefix)
+                )
+            data = done.tagged or data
+            record["banner"] = "yes" if done.banner else "no"
         return await self._relay(data, envelope, options, xforward, smtputf8, record)
 
     async def _overrun(
         self,
-        clean: bytes,
         raw: bytes,
         envelope: Envelope,
         options: tuple[str, ...],
@@ -604,12 +654,12 @@ class Gateway:
         verdict = Verdict.for_overrun(reason, on_overrun)
         if on_overrun == "quarantine":
             return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        s = self.settings
-        data, banner = await asyncio.to_thread(
-            actions.tagged, clean, verdict, banner=s.banner, subject_prefix=s.subject_prefix
-        )
-        record["banner"] = "yes" if banner else "no"
-        data = actions.prepend(data, [("X-Brandgate-Status", "overrun")])
+        # Headers only: a banner would walk the very message that overran its budget. (The
+        # strip is linear, in a thread: this path is taken only where the admin chose tag.)
+        clean = await asyncio.to_thread(actions.strip_our_headers, raw)
+        fields = [("X-Brandgate-Status", "overrun"), *actions.tag_fields(verdict)]
+        data = actions.prepend(clean, fields)
+        record["banner"] = "no"
         return await self._relay(data, envelope, options, xforward, smtputf8, record)
 
     async def _relay(

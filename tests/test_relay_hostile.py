@@ -172,12 +172,12 @@ def test_hundred_relay_failures_leave_no_connection_open(
 def test_unexpected_error_anywhere_is_451_without_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway import actions
+    from gateway.server import Gateway
 
-    def broken(raw: bytes) -> bytes:
+    async def broken(*args: object, **kwargs: object) -> str:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(actions, "strip_our_headers", broken)
+    monkeypatch.setattr(Gateway, "_relay", broken)
     with raw_sink() as hop, running_gateway(tmp_path, hop.port) as gw:
         c = session(gw.port)
         reply = c.transaction(b"a@sender.example", [b"b@rcpt.example"], message())
