@@ -131,13 +131,22 @@ def parse_addresses(value: str, caps: HostCaps = RFC1035) -> tuple[Address, ...]
         return ()
 
 
-def _display_words_cut(address: Address | None, max_chars: int) -> Address | None:
-    """The address with every display-name word cut to max_chars (fuzzy brand matching
-    looks at each word, and no brand name is that long), or None when none was longer."""
-    if address is None or not any(len(w) > max_chars for w in address.display.split()):
-        return None
-    display = " ".join(w[:max_chars] for w in address.display.split())
-    return replace(address, display=display)
+def _display_cut(address: Address | None, limits: Limits) -> tuple[Address | None, tuple[str, ...]]:
+    """The address with its display name cut to max_subject_chars and each of its words to
+    max_word_chars (fuzzy brand matching looks at each word, and no brand name is that long),
+    and the limits crossed."""
+    if address is None:
+        return None, ()
+    display, hits = address.display, []
+    if len(display) > limits.max_subject_chars:
+        display = display[: limits.max_subject_chars]
+        hits.append("max_subject_chars")
+    if any(len(w) > limits.max_word_chars for w in display.split()):
+        display = " ".join(w[: limits.max_word_chars] for w in display.split())
+        hits.append("max_word_chars")
+    if not hits:
+        return address, ()
+    return replace(address, display=display), tuple(hits)
 
 
 Headers = dict[str, list[str]]
@@ -274,6 +283,8 @@ def extract(
     caps = _caps(limits)
     from_addr = _first_address(heads, "From", caps)
     subject = heads.get("subject", [""])[0]
+    subject_cut = len(subject) > limits.max_subject_chars
+    subject = subject[: limits.max_subject_chars]
     links, pieces, alts = _links_and_text(parsed, lists, limits)
     body, body_capped = _body(pieces, limits.max_text_chars)
     hits = dict.fromkeys(parsed.limit_hits)
@@ -281,10 +292,9 @@ def extract(
         hits.setdefault("max_links", None)
     if body_capped:
         hits.setdefault("max_text_chars", None)
-    cut = _display_words_cut(from_addr, limits.max_word_chars)
-    if cut is not None:
-        from_addr = cut
-        hits.setdefault("max_word_chars", None)
+    from_addr, display_hits = _display_cut(from_addr, limits)
+    for hit in (*display_hits, *(("max_subject_chars",) if subject_cut else ())):
+        hits.setdefault(hit, None)
     reply_to: list[Address] = []
     for value in heads.get("reply-to", ()):
         reply_to.extend(a for a in parse_addresses(value, caps) if a.address)

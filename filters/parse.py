@@ -63,6 +63,17 @@ _OBS_FROM = re.compile(rb"From[ \t]+:")
 _OBS_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _MIME_HEADER = re.compile(rb"(?i)content-|mime-version")
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+# Nesting, as the stdlib parser will see it: multipart declarations (folded lines included)
+# and delimiter lines, in order. Its cost is lines x depth (each line is tried against every
+# open boundary), so depth past max_mime_depth, which the walk would not enter anyway, is cut.
+_MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
+_NEST_TOKEN = re.compile(
+    rb"^content-type:[ \t]*multipart/[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
+    rb"|^--([^\s]{1,200}?)(--)?[ \t]*\r?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_BOUNDARY_PARAM = re.compile(rb'boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,200})"|([^;\s]{1,200}))', re.I)
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_DELETE = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 _HTML_FILENAME = re.compile(r"\.(?:s?html?|xhtml|svg)\s*$", re.IGNORECASE)
@@ -575,7 +586,55 @@ def _bound(data: bytes, limits: Limits, walker: _Walker) -> bytes:
             pos = data.find(b"\n--", pos) + 3
         walker.hit("max_parts")
         data = data[:pos]
+    data, deep = _bound_nesting(data, limits)
+    if deep:
+        walker.hit("max_mime_depth")
     return data
+
+
+def _bound_nesting(data: bytes, limits: Limits) -> tuple[bytes, bool]:
+    """(data, whether anything was cut): the bodies of multiparts nested max_mime_depth deep or more
+    taken out, up to their parent's next delimiter. The walk would not descend into them;
+    the stdlib parser would pay for every line of them once per enclosing boundary."""
+    depth = limits.max_mime_depth
+    if sum(1 for _ in itertools.islice(_MULTIPART.finditer(data), depth + 1)) <= depth:
+        return data, False  # not that many multiparts at all: the usual message
+    stack: list[bytes] = []
+    cuts: list[tuple[int, int]] = []
+    skip_from = -1
+    tokens = limits.max_parts * DELIMITERS_PER_PART * 4
+    for match in itertools.islice(_NEST_TOKEN.finditer(data), tokens):
+        boundary = match.group(1)
+        if boundary is None:  # a declaration
+            if skip_from >= 0:
+                continue
+            param = _BOUNDARY_PARAM.search(match.group(0))
+            if param is None:
+                continue
+            if len(stack) >= depth:
+                blank = _BLANK_LINE.search(data, match.end())
+                skip_from = blank.end() if blank else len(data)
+                continue
+            stack.append(param.group(1) or param.group(2))
+        elif boundary in stack:
+            # A parent's delimiter closes whatever is open inside it (as the parser does).
+            del stack[stack.index(boundary) + 1 :]
+            if match.group(2):
+                stack.pop()  # and a closing delimiter, the multipart itself
+            if skip_from >= 0:
+                cuts.append((skip_from, match.start()))
+                skip_from = -1
+    if skip_from >= 0:
+        cuts.append((skip_from, len(data)))
+    if not cuts:
+        return data, False
+    kept, pos = [], 0
+    for start, end in cuts:
+        if start >= pos:
+            kept.append(data[pos:start])
+            pos = end
+    kept.append(data[pos:])
+    return b"".join(kept), True
 
 
 def _parse_message(data: bytes) -> Message:

@@ -31,6 +31,8 @@ class Limits:
     max_host_chars: int = 253
     max_host_labels: int = 127
     max_word_chars: int = 64  # a word of the From display name, for fuzzy brand matching
+    # The Subject and the From display name are read (and matched) up to this many characters.
+    max_subject_chars: int = 2000
     # The budget of one scan, beside engine.scan_timeout: the address space a scan worker may
     # add to what it holds once its engine is built, and what a message that overruns either
     # gets: "tag", "quarantine" or "tempfail" (451 from the gateway). Never an unscanned pass.

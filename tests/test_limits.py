@@ -232,3 +232,43 @@ def test_limits_are_validated_with_file_and_key(tmp_path: Path) -> None:
     limits = load_config(tmp_path).limits
     assert limits.max_headers == 200 and limits.on_overrun == "quarantine"
     assert limits.max_host_chars == 253  # the rest keep the shipped values
+
+
+def test_subject_and_display_name_are_read_up_to_their_limit() -> None:
+    subject = "Amazon gift card " * 2_000
+    raw = (
+        f'From: "{"PayPal service " * 400}" <a@gmail.com>\r\nSubject: {subject}\r\n\r\nx'
+    ).encode()
+    f = features(raw)
+    assert "max_subject_chars" in f.limit_hits
+    assert len(f.subject) == Limits().max_subject_chars and f.subject.startswith("Amazon gift")
+    assert f.from_addr is not None and len(f.from_addr.display) <= Limits().max_subject_chars
+    assert ENGINE.scan(raw).brand is not None
+
+
+def _nest(levels: int, first: int = 0) -> bytes:
+    return b"".join(
+        b"Content-Type: multipart/mixed; boundary=n%d\r\n\r\n--n%d\r\n" % (i, i)
+        for i in range(first, first + levels)
+    )
+
+
+def test_nesting_past_the_depth_limit_is_cut_and_siblings_are_still_read() -> None:
+    raw = (
+        b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=top\r\n\r\n--top\r\n"
+        + _nest(60, 1)
+        + b"Content-Type: text/plain\r\n\r\n"
+        + b"deep line\r\n" * 50_000
+        + b"--top\r\nContent-Type: text/plain\r\n\r\nClaim your gift: http://evil.example/\r\n"
+        b"--top--\r\n"
+    )
+    parsed = parse(raw)
+    assert "max_mime_depth" in parsed.limit_hits
+    assert parsed.texts == ("Claim your gift: http://evil.example/",)
+    assert bound_header_block(raw, Limits())[1] == ()
+
+
+def test_nesting_within_the_limit_is_untouched() -> None:
+    raw = b"From: a@b.example\r\n" + _nest(15) + b"Content-Type: text/plain\r\n\r\nbottom\r\n"
+    parsed = parse(raw)
+    assert parsed.limit_hits == () and parsed.texts == ("bottom",)
