@@ -417,6 +417,8 @@ class _Pool(Generic[T, R]):
                     yield value
                 if exhausted and following == seq:
                     break
+                if following in self.done or (not exhausted and seq - following < window):
+                    continue  # yield what is ready, read ahead what the window allows
                 self._dispatch(batch_size)
                 self._wait()
             clean = True

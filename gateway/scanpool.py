@@ -94,11 +94,13 @@ _HEADER = struct.Struct("!Q")
 
 def _init_worker(factory: EngineFactory, config: Config) -> None:
     global _scanner
-    # Signals are the parent's business: a terminal's Ctrl-C or a SIGHUP to the process group
-    # must not kill workers under in-flight scans.
+    # Signals are the parent's business: a terminal's Ctrl-C, a SIGHUP to the process group,
+    # or systemd's SIGTERM to the whole control group must not kill workers under in-flight
+    # scans (the parent drains them, and a dead worker would read as an overrun). A worker
+    # ends when its task pipe closes: the parent retired it, or the parent is gone.
     signal.set_wakeup_fd(-1)  # the parent's event loop owns the inherited wakeup pipe
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.SIG_IGN)
+        signal.signal(sig, signal.SIG_IGN)
     _scanner = factory(config)
 
 

@@ -167,3 +167,17 @@ def test_one_overrun_does_not_disturb_the_other_scans(tmp_path: Path) -> None:
         assert gw.gateway.scans.replaced == 1
         assert send(gw.port, message())[0] == 250
     assert len(hop.messages) == 6
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+@pytest.mark.parametrize(("jobs", "window", "batch"), [(1, 1, 1), (1, 2, 1), (2, 3, 2), (2, 64, 8)])
+def test_budgeted_map_keeps_order_for_any_window(jobs: int, window: int, batch: int) -> None:
+    from gateway.parallel import map_ordered
+
+    got = map_ordered(
+        square, range(40), jobs=jobs, window=window, batch_size=batch, budget=Budget(30, 512)
+    )
+    assert list(got) == [n * n for n in range(40)]
