@@ -941,7 +941,7 @@ class SinkHandler(_Handler):
             f"Return-Path: <{envelope.mail_from}>\r\n"
             f"X-Sink-Rcpt: {', '.join(envelope.rcpt_tos)}\r\n"
             f"{SINK_TIME_HEADER}: {time.time():.6f}\r\n"
-        ).encode()
+        ).encode("utf-8", "surrogateescape")  # 8-bit envelopes as they came
         tmp = self.maildir / "tmp" / name
         tmp.write_bytes(head + envelope.original_content)
         tmp.rename(self.maildir / "new" / name)
