@@ -90,7 +90,9 @@ def dkim_set_by_admin(config: Config) -> bool:
 
 
 def _kv(value: Any) -> str:
-    text = _LOGSAFE.sub("?", str(value))
+    # 8-bit envelope bytes that were not UTF-8 arrive as surrogate escapes: log them as \xNN
+    raw = str(value).encode("utf-8", "surrogateescape")
+    text = _LOGSAFE.sub("?", raw.decode("utf-8", "backslashreplace"))
     if not text or any(c in text for c in ' "=\\'):
         return json.dumps(text, ensure_ascii=False)
     return text

@@ -8,6 +8,7 @@ more than a command line's limit or keep a session alive with junk.
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -237,3 +238,17 @@ def test_errors_and_recipients_are_bounded(tmp_path: Path) -> None:
         assert codes[:1000] == [b"250"] * 1000 and codes[1000] == b"452"
         c.close()
     assert hop.messages == []
+
+
+def test_log_line_of_an_8bit_envelope_is_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="brandgate.message")
+    with raw_sink() as hop, running_gateway(tmp_path, hop.port) as gw:
+        c = session(gw.port)
+        reply = c.transaction(b"caf\xe9@sender.example", [b"b@rcpt.example"], message())
+        c.close()
+    assert reply.startswith(b"250")
+    line = next(r.getMessage() for r in caplog.records if r.name == "brandgate.message")
+    assert 'from="caf\\\\xe9@sender.example"' in line  # JSON-quoted: it holds a backslash
+    line.encode("utf-8")  # no lone surrogate left to break a log handler
