@@ -36,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.quarantine import QuarantineStore
 from gateway.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 from gateway.scanpool import (
+    QUEUE_WAIT_FACTOR,
     EngineFactory,
     ScanError,
     ScanOverrun,
@@ -528,7 +529,8 @@ class Gateway:
         s = self.settings
         raw: bytes = env.original_content or b""
         xf = dict(smtp.xforward)
-        smtp.extend_deadline(self.scans.timeout + 3 * s.relay_timeout + 30)
+        # the scan may wait for a worker as well: ScanService bounds both together
+        smtp.extend_deadline(QUEUE_WAIT_FACTOR * self.scans.timeout + 3 * s.relay_timeout + 30)
         client_ip = xtext_decode(xf.get("ADDR", "")) or None
         if client_ip is None or client_ip.startswith("["):
             client_ip = str(session.peer[0]) if isinstance(session.peer, tuple) else None
