@@ -60,7 +60,6 @@ DATA_CHUNK = 1 << 18
 JUNK_COMMAND_LIMIT = 100
 HARD_ERROR_LIMIT = 20
 RECIPIENT_LIMIT = 1000
-_JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP", "HELO", "EHLO"})
 # Never in an envelope address we relay: each could end or split the command at the next hop.
 _ENVELOPE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 TEMPFAIL_REPLY = "451 4.3.0 Temporary failure, try again later"
@@ -108,7 +107,7 @@ def _counted(command: str) -> Any:
 
     @functools.wraps(inner)  # keeps the syntax aiosmtpd's HELP shows
     async def method(self: GatewaySMTP, arg: str) -> None:
-        if await self._junk(command):
+        if self._junk():
             await inner(self, arg)
 
     return method
@@ -153,20 +152,20 @@ class GatewaySMTP(SMTP):
         if isinstance(status, str) and status[:3] in ("500", "501", "502", "503", "504", "553"):
             self.errors += 1
             if self.errors > HARD_ERROR_LIMIT:
-                await self._hang_up("421 4.7.0 Error: too many errors")
+                self._hang_up("421 4.7.0 Error: too many errors")
 
-    async def _hang_up(self, reply: str) -> None:
+    def _hang_up(self, reply: str) -> None:
         log.warning("session %s: %s", self.sid, reply)
         self._writer.write(reply.encode("ascii") + b"\r\n")
         if self.transport is not None:
             self.transport.close()
 
-    async def _junk(self, command: str) -> bool:
+    def _junk(self) -> bool:
         """Count a junk command; False (and the session closed) past the limit."""
         self.junk += 1
         if self.junk <= JUNK_COMMAND_LIMIT:
             return True
-        await self._hang_up("421 4.7.0 Error: too many junk commands")
+        self._hang_up("421 4.7.0 Error: too many junk commands")
         return False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -184,7 +183,7 @@ class GatewaySMTP(SMTP):
         return inner or "<>", text[close + 1 :].strip()
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not await self._junk("HELO"):
+        if not self._junk():
             return
         self.xforward = {}
         await super().smtp_HELO(hostname)
