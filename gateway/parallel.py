@@ -321,16 +321,18 @@ def _worker(
         except (EOFError, OSError):
             return
         for seq, item in batch:
+            frame = b""
             try:
                 frame = pickle.dumps(("ok", seq, fn(item)), pickle.HIGHEST_PROTOCOL)
             except MemoryError:
-                batch = item = None
+                pass  # said below, once the except block (and what fn held) is gone
+            except Exception as exc:
+                frame = pickle.dumps(("error", seq, _picklable(exc)))
+            if not frame:
                 results.send_bytes(
                     pickle.dumps(("overrun", seq, f"memory budget of {memory_mb} MiB"))
                 )
                 return  # its state is not to be trusted: the parent starts a new worker
-            except Exception as exc:
-                frame = pickle.dumps(("error", seq, _picklable(exc)))
             results.send_bytes(frame)
 
 

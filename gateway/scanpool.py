@@ -195,19 +195,18 @@ def _worker_main(
         body = _read_exactly(tasks, _HEADER.unpack(head)[0])
         if body is None:
             return
+        reply: tuple[str, object] = ("overrun", f"memory budget of {memory_mb} MiB")
         try:
             raw, envelope, tagging = pickle.loads(body)
             del body
-            reply: tuple[str, object] = ("ok", _scan(raw, envelope, tagging))
+            reply = ("ok", _scan(raw, envelope, tagging))
         except MemoryError:
-            raw = envelope = None
-            # Whatever the scan held is unwound by now; the state it left is not to be
-            # trusted, so this worker says why and goes (the parent starts a new one).
-            _send(results, ("overrun", f"memory budget of {memory_mb} MiB"))
-            return
+            pass  # said below, once the except block (and what the scan held) is gone
         except Exception as exc:
             reply = ("error", _error(exc))
         _send(results, reply)
+        if reply[0] == "overrun":
+            return  # the state a MemoryError left is not to be trusted: the parent starts anew
 
 
 # --------------------------------------------------------------------------- in the parent
