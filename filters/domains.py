@@ -40,6 +40,8 @@ def bound_host(
     put in front: "paypal.com.secure.<padding>.evil.example"), each cut to 63 characters.
     Linear in the length of the host; every later stage then works on a bounded name.
     """
+    if len(host) < max_labels - 1 and len(host) <= max_chars:
+        return host, None  # too short for that many labels: every real host, at no cost
     labels_over = host.count(".") >= max_labels
     if not labels_over and len(host) <= max_chars:
         return host, None
@@ -64,6 +66,8 @@ def _fit(labels: Iterable[str], chars: int, count: int) -> list[str]:
 
 
 def _rfc1035(host: str) -> str:
+    if len(host) < MAX_HOST_LABELS - 1:
+        return host  # too short for that many labels
     if len(host) > MAX_HOST_CHARS or host.count(".") >= MAX_HOST_LABELS:
         return bound_host(host)[0]
     return host
