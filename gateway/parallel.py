@@ -90,8 +90,13 @@ def init_scanner(
     config_path: str | None,
     trusted_authserv: tuple[str, ...],
     factory: ScannerFactory | None = None,
+    config: Config | None = None,
 ) -> None:
-    """Initializer: build this process's scanner once."""
+    """Initializer: build this process's scanner once (from `config` when the caller has
+    loaded it already: a forked worker has it for free, where loading costs a second)."""
+    if factory is None and config is not None:
+        _state["scanner"] = engine_from_config(config, trusted_authserv)
+        return
     _state["scanner"] = (factory or build_engine)(config_path, trusted_authserv)
 
 
@@ -168,7 +173,7 @@ def scan_items(
         jobs=max(1, jobs),
         window=window,
         initializer=init_scanner,
-        initargs=(config_path, tuple(trusted_authserv), factory),
+        initargs=(config_path, tuple(trusted_authserv), factory, config),
         start_method=start_method,
         budget=budget,
         overrun=overrun,
