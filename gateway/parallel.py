@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import selectors
 import signal
 import threading
 import time
@@ -37,7 +38,6 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from gateway.archive import Item
@@ -376,6 +376,7 @@ class _Pool(Generic[T, R]):
         self.init = init
         self.budget = budget
         self.overrun = overrun
+        self.selector = selectors.DefaultSelector()
         self.slots: list[_Slot] = []
         for _ in range(jobs):
             self.slots.append(self._spawn())
@@ -400,7 +401,9 @@ class _Pool(Generic[T, R]):
         proc.start()
         task_r.close()
         res_w.close()
-        return _Slot(proc, task_w, res_r)
+        slot = _Slot(proc, task_w, res_r)
+        self.selector.register(res_r, selectors.EVENT_READ, slot)
+        return slot
 
     def run(self, source: Iterator[T], window: int, batch_size: int) -> Generator[R, None, None]:
         seq = 0
@@ -436,10 +439,13 @@ class _Pool(Generic[T, R]):
         for slot in self.slots:
             if not self.todo:
                 return
-            if slot.ready and not slot.batch:
+            # A second batch goes out before the first is done, so that no worker waits for
+            # the parent; the head of `batch` is always the item the worker is on.
+            if slot.ready and len(slot.batch) <= batch_size // 2:
                 batch = [self.todo.popleft() for _ in range(min(batch_size, len(self.todo)))]
+                if not slot.batch:
+                    slot.since = time.monotonic()
                 slot.batch.extend(batch)
-                slot.since = time.monotonic()
                 try:
                     slot.tasks.send_bytes(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
                 except OSError:
@@ -451,10 +457,11 @@ class _Pool(Generic[T, R]):
             busy = [s.since + self.budget.seconds for s in self.slots if s.batch]
             if busy:
                 timeout = max(0.0, min(busy) - time.monotonic())
-        ready = mp_wait([s.results for s in self.slots], timeout)
-        for conn in ready:
-            slot = next(s for s in self.slots if s.results is conn)
-            self._receive(slot)
+        for key, _events in self.selector.select(timeout):
+            slot = key.data
+            # Every frame already there, not one per wake-up.
+            while slot in self.slots and slot.results.poll(0):
+                self._receive(slot)
         if self.budget is not None:
             now = time.monotonic()
             for slot in list(self.slots):
@@ -504,6 +511,7 @@ class _Pool(Generic[T, R]):
         self.todo.extendleft(reversed(slot.batch))
         slot.batch.clear()
         _kill(slot)
+        self.selector.unregister(slot.results)
         slot.tasks.close()
         slot.results.close()
         self.slots[self.slots.index(slot)] = self._spawn()
@@ -522,7 +530,9 @@ class _Pool(Generic[T, R]):
             if slot.proc.is_alive():
                 _kill(slot)
             if not slot.results.closed:
+                self.selector.unregister(slot.results)
                 slot.results.close()
+        self.selector.close()
 
 
 def _kill(slot: _Slot) -> None:
