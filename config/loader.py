@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from filters.context import AccessList, AccessLists
 from filters.registry import Brand, BrandRegistry, Esp, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
-from filters.types import VERDICTS, Limits
+from filters.types import OVERRUN_ACTIONS, VERDICTS, Limits
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 MAIN_FILE = "brandgate.toml"
@@ -274,6 +274,24 @@ class _Main:
                 self.p.report(self.file(where + key), where + key, unknown_key(key, allowed))
 
 
+# Upper bounds where a standard sets one: a longer host is no DNS name (RFC 1035).
+_LIMIT_MAX = {"max_host_chars": 253, "max_host_labels": 127}
+
+
+def _limit(value: Any, file: Path | str, where: str) -> int | str:
+    if where == "limits.on_overrun":
+        if value not in OVERRUN_ACTIONS:
+            raise ConfigError(
+                file, where, f"expected one of {', '.join(OVERRUN_ACTIONS)}, got {value!r}"
+            )
+        return str(value)
+    n = whole(value, file, where, 1)
+    top = _LIMIT_MAX.get(where.removeprefix("limits."))
+    if top is not None and n > top:
+        raise ConfigError(file, where, f"must be at most {top}, got {n!r}")
+    return n
+
+
 def _groups(m: _Main) -> dict[str, float]:
     out = {}
     for g, v in m.table("groups").items():
@@ -328,11 +346,11 @@ def _limits(m: _Main) -> Limits:
     m.keys(tbl, allowed, "limits.")
     defaults = Limits()
     values = {
-        k: m.check(whole, f"limits.{k}", v, 1, default=getattr(defaults, k))
+        k: m.check(_limit, f"limits.{k}", v, default=getattr(defaults, k))
         for k, v in tbl.items()
         if k in allowed
     }
-    return Limits(**values)
+    return Limits(**values)  # type: ignore[arg-type]  # each key checked by _limit
 
 
 def _thresholds(m: _Main) -> dict[str, float]:

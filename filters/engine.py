@@ -91,6 +91,8 @@ class Engine:
         """Never raises: an internal error gives status "error" and the caller's fallback."""
         try:
             return self.analyse(raw, envelope).verdict
+        except MemoryError:
+            raise  # the memory budget is the scan worker's to enforce: an overrun, not a bug
         except Exception as exc:  # a bug must not lose the message; say so and move on
             log.exception("scan failed")
             return Verdict.for_error(exc)

@@ -10,6 +10,7 @@ inside the last angle brackets; everything before them is the display name.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from filters import domains
 from filters.auth import parse_authentication_results
@@ -17,7 +18,7 @@ from filters.html import HtmlDoc, analyse_html
 from filters.registry import Lists
 from filters.text import normalise
 from filters.types import Address, AuthResult, Envelope, Features, Limits, Parsed, Part
-from filters.urls import LinkSet, text_urls
+from filters.urls import RFC1035, HostCaps, LinkSet, text_urls
 
 MAX_ADDRESSES = 50  # per header: a Reply-To with thousands of entries is noise, not signal
 MAX_ADDRESS_CHARS = 32 * 1024  # of one address header read character by character
@@ -82,7 +83,7 @@ def _unquote(display: str) -> str:
     return " ".join(display.split())
 
 
-def _one_address(piece: str) -> Address:
+def _one_address(piece: str, caps: HostCaps) -> Address:
     piece = piece.strip()
     lt = piece.rfind("<")
     if lt >= 0:
@@ -97,11 +98,12 @@ def _one_address(piece: str) -> Address:
         addr = at_tokens[-1] if at_tokens else ""
         rest = [t for t in tokens if t is not addr] if addr else tokens
         display = " ".join(rest) or " ".join(comments)
-    return make_address(_unquote(display), addr)
+    return make_address(_unquote(display), addr, caps)
 
 
-def make_address(display: str, addr: str) -> Address:
-    """An Address from a display name and an address string as found (tolerant)."""
+def make_address(display: str, addr: str, caps: HostCaps = RFC1035) -> Address:
+    """An Address from a display name and an address string as found (tolerant). A domain
+    longer than any DNS name is cut to fit `caps` (see domains.bound_host) and says so."""
     addr = _COMMENT.sub("", addr).strip().strip("\"'<>").strip()
     if addr.lower().startswith("mailto:"):
         addr = addr[7:]
@@ -110,19 +112,40 @@ def make_address(display: str, addr: str) -> Address:
     if not at:
         return Address(display, "", "", "", "")
     local = local.strip('"')
-    domain = domains.to_ascii(domain.strip("[]").rstrip("."))
+    domain, hit = domains.bound_host(domain.strip("[]").rstrip("."), *caps)
+    domain, ascii_hit = domains.bound_host(domains.to_ascii(domain), *caps)
+    hit = hit or ascii_hit
     if not local or not domain:
-        return Address(display, "", local, domain, domains.registrable(domain) if domain else "")
-    return Address(display, f"{local}@{domain}", local, domain, domains.registrable(domain))
+        reg = domains.registrable(domain) if domain else ""
+        return Address(display, "", local, domain, reg, hit)
+    return Address(display, f"{local}@{domain}", local, domain, domains.registrable(domain), hit)
 
 
-def parse_addresses(value: str) -> tuple[Address, ...]:
+def parse_addresses(value: str, caps: HostCaps = RFC1035) -> tuple[Address, ...]:
     """Every address in a header value (decoded text), in order."""
     try:
         pieces = _split_addresses(value[:MAX_ADDRESS_CHARS])[:MAX_ADDRESSES]
-        return tuple(_one_address(piece) for piece in pieces)
+        return tuple(_one_address(piece, caps) for piece in pieces)
     except Exception:  # garbage in a header is data for the checks, not a crash
         return ()
+
+
+def _display_cut(address: Address | None, limits: Limits) -> tuple[Address | None, tuple[str, ...]]:
+    """The address with its display name cut to max_subject_chars and each of its words to
+    max_word_chars (fuzzy brand matching looks at each word, and no brand name is that long),
+    and the limits crossed."""
+    if address is None:
+        return None, ()
+    display, hits = address.display, []
+    if len(display) > limits.max_subject_chars:
+        display = display[: limits.max_subject_chars]
+        hits.append("max_subject_chars")
+    if any(len(w) > limits.max_word_chars for w in display.split()):
+        display = " ".join(w[: limits.max_word_chars] for w in display.split())
+        hits.append("max_word_chars")
+    if not hits:
+        return address, ()
+    return replace(address, display=display), tuple(hits)
 
 
 Headers = dict[str, list[str]]
@@ -136,23 +159,25 @@ def _index(parsed: Parsed) -> Headers:
     return heads
 
 
-def _first_address(heads: Headers, name: str) -> Address | None:
+def _first_address(heads: Headers, name: str, caps: HostCaps) -> Address | None:
     values = heads.get(name.lower())
     if not values:
         return None
     value = values[0]
-    found = parse_addresses(value)
+    found = parse_addresses(value, caps)
     for address in found:
         if address.address:
             return address
     return found[0] if found else Address(_unquote(value), "", "", "", "")
 
 
-def _return_path(heads: Headers, envelope: Envelope | None) -> Address | None:
+def _return_path(heads: Headers, envelope: Envelope | None, caps: HostCaps) -> Address | None:
     if envelope is not None:
         # The envelope is the truth at the gateway; a null sender (bounce) has no address.
-        return make_address("", envelope.mail_from) if envelope.mail_from.strip() else None
-    return _first_address(heads, "Return-Path")
+        if not envelope.mail_from.strip():
+            return None
+        return make_address("", envelope.mail_from, caps)
+    return _first_address(heads, "Return-Path", caps)
 
 
 # --- body, links, auth ---------------------------------------------------------------------
@@ -208,7 +233,7 @@ def _links_and_text(
     parsed: Parsed, lists: Lists, limits: Limits
 ) -> tuple[LinkSet, list[str], list[str]]:
     """Links of all bodies (text first, then HTML), body text pieces, image alts."""
-    links = LinkSet(limits.max_links, lists.redirect_params)
+    links = LinkSet(limits.max_links, lists.redirect_params, _caps(limits))
     pieces: list[str] = []
     alts: list[str] = []
     for text in parsed.texts:
@@ -226,6 +251,10 @@ def _links_and_text(
     return links, pieces, alts
 
 
+def _caps(limits: Limits) -> HostCaps:
+    return (limits.max_host_chars, limits.max_host_labels)
+
+
 def _uniq(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item for item in items if item))
 
@@ -241,8 +270,11 @@ def extract(
 ) -> Features:
     """Everything the checks look at, from one parsed message."""
     heads = _index(parsed)
-    from_addr = _first_address(heads, "From")
+    caps = _caps(limits)
+    from_addr = _first_address(heads, "From", caps)
     subject = heads.get("subject", [""])[0]
+    subject_cut = len(subject) > limits.max_subject_chars
+    subject = subject[: limits.max_subject_chars]
     links, pieces, alts = _links_and_text(parsed, lists, limits)
     body, body_capped = _body(pieces, limits.max_text_chars)
     hits = dict.fromkeys(parsed.limit_hits)
@@ -250,14 +282,22 @@ def extract(
         hits.setdefault("max_links", None)
     if body_capped:
         hits.setdefault("max_text_chars", None)
+    from_addr, display_hits = _display_cut(from_addr, limits)
+    for hit in (*display_hits, *(("max_subject_chars",) if subject_cut else ())):
+        hits.setdefault(hit, None)
     reply_to: list[Address] = []
     for value in heads.get("reply-to", ()):
-        reply_to.extend(a for a in parse_addresses(value) if a.address)
+        reply_to.extend(a for a in parse_addresses(value, caps) if a.address)
+    sender = _first_address(heads, "Sender", caps)
+    return_path = _return_path(heads, envelope, caps)
+    for item in (from_addr, sender, return_path, *reply_to, *links.links):
+        if item is not None and item.limit_hit is not None:
+            hits.setdefault(item.limit_hit, None)
     return Features(
         from_addr=from_addr,
-        sender=_first_address(heads, "Sender"),
+        sender=sender,
         reply_to=tuple(reply_to[:MAX_ADDRESSES]),
-        return_path=_return_path(heads, envelope),
+        return_path=return_path,
         subject=subject,
         subject_norm=normalise(subject),
         display_norm=normalise(from_addr.display) if from_addr else "",

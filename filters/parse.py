@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import itertools
 import re
 from email.message import Message
 from email.parser import BytesParser
@@ -20,10 +21,12 @@ from functools import lru_cache
 from filters.types import Limits, Parsed, Part
 
 MAX_DEFECTS = 50
-# Bounds on what the stdlib parser is given, so that its cost stays linear and small: a header
-# block longer than any real one, and more MIME delimiter lines than `max_parts` could use.
-MAX_HEADER_BYTES = 1024 * 1024
+# A bound on what the stdlib parser is given, so that its cost stays linear and small: more
+# MIME delimiter lines than `max_parts` could use. (The header block has Limits of its own.)
 DELIMITERS_PER_PART = 8
+# Of a header block cut to the limits, the fields a verdict rests on are read wherever they
+# stand: up to this many of each name, each up to 1/16 of max_header_bytes, together up to half.
+VITAL_PER_NAME = 4
 
 _PARSER = BytesParser(policy=compat32)
 
@@ -60,9 +63,42 @@ _OBS_FROM = re.compile(rb"From[ \t]+:")
 _OBS_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _MIME_HEADER = re.compile(rb"(?i)content-|mime-version")
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+# Nesting, as the stdlib parser will see it: multipart declarations (folded lines included)
+# and delimiter lines, in order. Its cost is lines x depth (each line is tried against every
+# open boundary), so depth past max_mime_depth, which the walk would not enter anyway, is cut.
+_MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
+_NEST_TOKEN = re.compile(
+    rb"^content-type:[ \t]*multipart/[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*"
+    rb"|^--([^\s]{1,200}?)(--)?[ \t]*\r?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_BOUNDARY_PARAM = re.compile(rb'boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,200})"|([^;\s]{1,200}))', re.I)
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_DELETE = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 _HTML_FILENAME = re.compile(r"\.(?:s?html?|xhtml|svg)\s*$", re.IGNORECASE)
+# Where the stdlib parser's header block ends: the first line that is neither a continuation
+# nor "Name:" (nor an mbox "From "), which includes the blank line (its headerRE, mirrored).
+_HEADER_START = re.compile(rb"[ \t]|From |[!-9;-~]*:")
+_NOT_HEADER = re.compile(rb"\n(?![ \t]|From |[!-9;-~]*:)")
+_FIELD_START = re.compile(rb"\n(?![ \t])")
+_VITAL_NAMES = (
+    "from",
+    "sender",
+    "reply-to",
+    "subject",
+    "authentication-results",
+    "dkim-signature",
+    "return-path",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "mime-version",
+)
+# One pattern per name, run over a lower-cased copy of the block: each starts with a literal,
+# which the regex engine finds at memchr speed, and each stops after VITAL_PER_NAME matches
+# (one pattern for all names would hand every line of a "Subject:" padding to Python).
+_VITAL = tuple(re.compile(rb"\n" + re.escape(n.encode()) + rb"[ \t]*:") for n in _VITAL_NAMES)
 
 
 # --- bytes to text -----------------------------------------------------------------------
@@ -157,7 +193,18 @@ def _decode_word(encoding: str, text: str) -> bytes:
         return data
 
 
-def decode_rfc2047(value: str) -> str:
+class WordBudget:
+    """Encoded words this message may still have decoded (Limits.max_encoded_words): past it
+    the rest of a value is read as it stands, and `hit` says so."""
+
+    __slots__ = ("hit", "left")
+
+    def __init__(self, words: int) -> None:
+        self.left = words
+        self.hit = False
+
+
+def decode_rfc2047(value: str, budget: WordBudget | None = None) -> str:
     """Decode RFC 2047 encoded words, also malformed ones (spaces inside, bad padding, unknown
     charsets). Adjacent words of one charset are joined as bytes before decoding, since senders
     split multi-byte characters across words."""
@@ -174,6 +221,11 @@ def decode_rfc2047(value: str) -> str:
             pending.clear()
 
     for match in _ENCODED_WORD.finditer(value):
+        if budget is not None:
+            if budget.left <= 0:
+                budget.hit = True
+                break
+            budget.left -= 1
         between = value[pos : match.start()]
         charset = match.group(1).split("*", 1)[0].lower()
         if between and not (pending and between.isspace()):
@@ -189,7 +241,7 @@ def decode_rfc2047(value: str) -> str:
     return "".join(out)
 
 
-def decode_header(value: object) -> str:
+def decode_header(value: object, budget: WordBudget | None = None) -> str:
     """A raw header value as one line of text: unfolded, 8-bit and RFC 2047 decoded, no CR/LF."""
     try:
         text = value if isinstance(value, str) else str(value)
@@ -199,7 +251,7 @@ def decode_header(value: object) -> str:
         if not text.isascii():
             text = _header_text(text)
         if "=?" in text:
-            text = decode_rfc2047(text).replace("\r", "").replace("\n", "")
+            text = decode_rfc2047(text, budget).replace("\r", "").replace("\n", "")
         return text.strip()
     except Exception:  # a header must never stop the scan
         return ""
@@ -324,14 +376,14 @@ def _disposition(node: Message) -> str | None:
     return "inline" if value.strip().lower() == "inline" else "attachment"
 
 
-def _filename(node: Message) -> str | None:
+def _filename(node: Message, budget: WordBudget) -> str | None:
     try:
         name = node.get_filename()
     except Exception:
         name = None
     if name is None:
         return None
-    text = decode_header(name)
+    text = decode_header(name, budget)
     return text or None
 
 
@@ -366,6 +418,7 @@ class _Walker:
         self.parts: list[Part] = []
         self.defects: dict[str, None] = {}
         self.limit_hits: dict[str, None] = {}
+        self.words = WordBudget(limits.max_encoded_words)
 
     def hit(self, name: str) -> None:
         self.limit_hits.setdefault(name, None)
@@ -407,7 +460,7 @@ class _Walker:
             self.hit("max_part_bytes")
             data = data[: self.limits.max_part_bytes]
         charset = _charset(node)
-        filename = _filename(node)
+        filename = _filename(node, self.words)
         disposition = _disposition(node)
         self.parts.append(Part(ctype, charset, filename, disposition, size, depth))
         is_html = ctype == "text/html" or (
@@ -432,22 +485,100 @@ class _Walker:
         return decode_bytes(data, charset)
 
 
-def _headers(msg: Message) -> tuple[tuple[str, str], ...]:
+def _headers(msg: Message, budget: WordBudget) -> tuple[tuple[str, str], ...]:
     out = []
     for name, value in msg.raw_items():
-        name = name.strip() if name.isascii() else decode_header(name)
-        out.append((name, decode_header(value)))
+        name = name.strip() if name.isascii() else decode_header(name, budget)
+        out.append((name, decode_header(value, budget)))
     return tuple(out)
 
 
+def _header_block_end(data: bytes) -> int:
+    """Offset of the line break that ends the header block as the stdlib parser reads it."""
+    if not _HEADER_START.match(data):
+        return 0
+    end = _header_end(data)
+    junk = _NOT_HEADER.search(data, 0, end + 1)
+    return junk.start() if junk is not None else end
+
+
+def bound_header_block(data: bytes, limits: Limits) -> tuple[bytes, tuple[str, ...]]:
+    """(data, Limits fields crossed): a header block of more than max_header_bytes or
+    max_headers fields is cut to its first fields within both, and every vital field
+    (From, Sender, Reply-To, Subject, Authentication-Results, DKIM-Signature, Return-Path and
+    the MIME headers) is kept wherever it stood, so that padding can hide nothing. The body
+    is left alone. Linear: every search runs in C, and the Python loops stop at the limits."""
+    end = _header_end(data)
+    if end <= limits.max_header_bytes and data.count(b"\n", 0, end) < limits.max_headers:
+        return data, ()  # the usual message: fewer lines than the limit allows fields
+    end = _header_block_end(data)
+    head = data[:end]
+    fields = head.count(b"\n") + 1 - head.count(b"\n ") - head.count(b"\n\t")
+    hits = tuple(
+        name
+        for name, over in (
+            ("max_header_bytes", len(head) > limits.max_header_bytes),
+            ("max_headers", fields > limits.max_headers),
+        )
+        if over
+    )
+    if not hits:
+        return data, ()
+    kept = _kept_fields(head, limits)
+    block = b"".join(_field_piece(head, start, stop) for start, stop in sorted(kept.items()))
+    if block.endswith(b"\n"):
+        block = block[:-1]  # data[end:] starts with the last line's own line break
+    return block + data[end:], hits
+
+
+def _field_piece(head: bytes, start: int, stop: int) -> bytes:
+    """The field, or what is kept of it: a field cut short still ends with its line break."""
+    piece = head[start:stop]
+    if stop < len(head) and not piece.endswith(b"\n"):
+        piece = piece.rstrip(b"\r") + b"\r\n"
+    return piece
+
+
+def _field_end(head: bytes, start: int) -> int:
+    nxt = _FIELD_START.search(head, start)
+    return nxt.end() if nxt is not None else len(head)
+
+
+def _kept_fields(head: bytes, limits: Limits) -> dict[int, int]:
+    """start -> stop of the fields kept: the vital ones first, then the first fields."""
+    field_cap = max(1024, limits.max_header_bytes // 16)
+    kept: dict[int, int] = {}
+    used = 0
+    low = b"\n" + head.lower()  # offsets in `low` are one past those in `head`
+    for pattern in _VITAL:
+        for match in itertools.islice(pattern.finditer(low), VITAL_PER_NAME):
+            start, colon = match.start(), match.end() - 1  # `low` is one byte ahead of `head`
+            stop = min(_field_end(head, colon), start + field_cap)
+            if used + stop - start > limits.max_header_bytes // 2:
+                break
+            kept[start] = stop
+            used += stop - start
+    count = len(kept)
+    start = 0
+    while start < len(head) and count < limits.max_headers:
+        full = _field_end(head, start)
+        if start not in kept:
+            stop = min(full, start + field_cap)
+            if used + stop - start > limits.max_header_bytes:
+                break
+            kept[start] = stop
+            used += stop - start
+            count += 1
+        start = full
+    return kept
+
+
 def _bound(data: bytes, limits: Limits, walker: _Walker) -> bytes:
-    """Cut what would only cost time: an oversized header block, and everything after more
-    delimiter-looking lines than max_parts parts could ever need."""
-    if len(data) > MAX_HEADER_BYTES:
-        window = data[: MAX_HEADER_BYTES + 3]
-        if b"\n\n" not in window and b"\n\r\n" not in window:
-            walker.defect("HeaderBlockTruncated")
-            data = data[:MAX_HEADER_BYTES]
+    """Cut what would only cost time: a header block past its limits (keeping what matters),
+    and everything after more delimiter-looking lines than max_parts parts could ever need."""
+    data, hits = bound_header_block(data, limits)
+    for name in hits:
+        walker.hit(name)
     budget = limits.max_parts * DELIMITERS_PER_PART
     if data.count(b"\n--") > budget:
         pos = 0
@@ -455,7 +586,59 @@ def _bound(data: bytes, limits: Limits, walker: _Walker) -> bytes:
             pos = data.find(b"\n--", pos) + 3
         walker.hit("max_parts")
         data = data[:pos]
+    data, deep = _bound_nesting(data, limits)
+    if deep:
+        walker.hit("max_mime_depth")
     return data
+
+
+def _bound_nesting(data: bytes, limits: Limits) -> tuple[bytes, bool]:
+    """(data, whether anything was cut): the bodies of multiparts nested max_mime_depth deep or more
+    taken out, up to their parent's next delimiter. The walk would not descend into them;
+    the stdlib parser would pay for every line of them once per enclosing boundary."""
+    depth = limits.max_mime_depth
+    # Every level opens with a delimiter line: fewer of those than levels, no deep nesting
+    # (a C count, where the case-blind search below is slower; most messages stop here).
+    if data.count(b"\n--") <= depth:
+        return data, False
+    if sum(1 for _ in itertools.islice(_MULTIPART.finditer(data), depth + 1)) <= depth:
+        return data, False  # not that many multiparts at all: the usual message
+    stack: list[bytes] = []
+    cuts: list[tuple[int, int]] = []
+    skip_from = -1
+    tokens = limits.max_parts * DELIMITERS_PER_PART * 4
+    for match in itertools.islice(_NEST_TOKEN.finditer(data), tokens):
+        boundary = match.group(1)
+        if boundary is None:  # a declaration
+            if skip_from >= 0:
+                continue
+            param = _BOUNDARY_PARAM.search(match.group(0))
+            if param is None:
+                continue
+            if len(stack) >= depth:
+                blank = _BLANK_LINE.search(data, match.end())
+                skip_from = blank.end() if blank else len(data)
+                continue
+            stack.append(param.group(1) or param.group(2))
+        elif boundary in stack:
+            # A parent's delimiter closes whatever is open inside it (as the parser does).
+            del stack[stack.index(boundary) + 1 :]
+            if match.group(2):
+                stack.pop()  # and a closing delimiter, the multipart itself
+            if skip_from >= 0:
+                cuts.append((skip_from, match.start()))
+                skip_from = -1
+    if skip_from >= 0:
+        cuts.append((skip_from, len(data)))
+    if not cuts:
+        return data, False
+    kept, pos = [], 0
+    for start, end in cuts:
+        if start >= pos:
+            kept.append(data[pos:start])
+            pos = end
+    kept.append(data[pos:])
+    return b"".join(kept), True
 
 
 def _parse_message(data: bytes) -> Message:
@@ -488,7 +671,7 @@ def _headers_only(data: bytes, walker: _Walker) -> tuple[tuple[str, str], ...]:
     body = _payload_bytes(msg)
     if body.strip():
         walker.texts.append(decode_bytes(body[: walker.limits.max_part_bytes], None))
-    return _headers(msg)
+    return _headers(msg, walker.words)
 
 
 def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (frozen, shared)
@@ -508,16 +691,21 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (froze
                 repaired = _without_junk_line(data)
                 if repaired is not None:
                     walker.defect("JunkHeaderLineDropped")
+                    repaired, hits = bound_header_block(repaired, limits)
+                    for name in hits:
+                        walker.hit(name)
                     msg = _parse_message(repaired)
         except RecursionError:
             walker.hit("max_mime_depth")
             walker.defect("ParseError: RecursionError")
             headers = _headers_only(data, walker)
         else:
-            headers = _headers(msg)
+            headers = _headers(msg, walker.words)
             walker.walk(msg)
     except Exception as exc:  # keep what was read so far; the defect says it stopped early
         walker.defect(f"ParseError: {type(exc).__name__}")
+    if walker.words.hit:
+        walker.hit("max_encoded_words")
     return Parsed(
         headers=headers,
         texts=tuple(walker.texts),

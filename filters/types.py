@@ -22,6 +22,25 @@ class Limits:
     max_parts: int = 250
     max_links: int = 500
     max_text_chars: int = 300_000  # normalised body text kept for matching
+    # The top-level header block: bytes and fields read. Past either, the first fields are
+    # read and so is every field that decides a verdict (From, Subject, ...), wherever it is.
+    max_header_bytes: int = 1024 * 1024
+    max_headers: int = 1000
+    max_encoded_words: int = 10_000  # RFC 2047 words decoded per message
+    # RFC 1035: no DNS name is longer, so no link can open a longer host.
+    max_host_chars: int = 253
+    max_host_labels: int = 127
+    max_word_chars: int = 64  # a word of the From display name, for fuzzy brand matching
+    # The Subject and the From display name are read (and matched) up to this many characters.
+    max_subject_chars: int = 2000
+    # The budget of one scan, beside engine.scan_timeout: the address space a scan worker may
+    # add to what it holds once its engine is built, and what a message that overruns either
+    # gets: "tag", "quarantine" or "tempfail" (451 from the gateway). Never an unscanned pass.
+    worker_memory_mb: int = 1024
+    on_overrun: str = "tempfail"
+
+
+OVERRUN_ACTIONS: tuple[str, ...] = ("tag", "quarantine", "tempfail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,7 @@ class Address:
     local: str
     domain: str  # lower-case ASCII (punycode kept), "" when absent
     registrable: str  # eTLD+1 of domain from the bundled suffix list, "" when none
+    limit_hit: str | None = None  # as Link.limit_hit: the domain was cut to fit RFC 1035
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,9 @@ class Link:
     is_ip: bool = False
     has_userinfo: bool = False  # http://user@host/ tricks
     redirect_to: str | None = None  # target URL carried in a redirect parameter, decoded
+    # The Limits field crossed reading this link ("max_host_chars", "max_host_labels"): its
+    # host (or its redirect target's) was longer than any DNS name, and was cut to fit.
+    limit_hit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +216,29 @@ class Verdict:
             summary=f"Not scanned: internal error ({type(exc).__name__}).",
             status="error",
             error=f"{type(exc).__name__}: {exc}",
+        )
+
+    @classmethod
+    def for_overrun(cls, reason: str, on_overrun: str) -> Verdict:
+        """A message whose scan crossed its budget (time, memory, or its worker died): a
+        verdict of its own, as limits.on_overrun says, never a pass. "tempfail" reads as
+        quarantine where nothing can be deferred (scan, replay, a release)."""
+        return cls(
+            verdict="tag" if on_overrun == "tag" else "quarantine",
+            score=0.0,
+            brand=None,
+            findings=(
+                ScoredFinding(
+                    "LIMIT_EXCEEDED",
+                    "structure",
+                    0.0,
+                    (f"scan budget crossed: {reason}",),
+                    "The scan crossed its time or memory budget; the message was not judged",
+                ),
+            ),
+            summary=f"Not judged: the scan crossed its budget ({reason}).",
+            status="overrun",
+            error=reason,
         )
 
     @property

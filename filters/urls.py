@@ -72,27 +72,42 @@ def ipv4_host(host: str) -> str | None:
     return ".".join(str((address >> shift) & 255) for shift in (24, 16, 8, 0))
 
 
+# (max_host_chars, max_host_labels): what a host may be before it is cut (RFC 1035 by default).
+HostCaps = tuple[int, int]
+RFC1035: HostCaps = (domains.MAX_HOST_CHARS, domains.MAX_HOST_LABELS)
+# Authorities longer than this are read without the cache, which must not hold giant keys.
+_CACHED_AUTHORITY = 512
+
+
 @dataclass(frozen=True, slots=True)
 class _Host:
     host: str
     is_ip: bool
     has_userinfo: bool
+    limit_hit: str | None = None
 
 
-def _parse_authority(rest: str) -> _Host:
+def _parse_authority(rest: str, caps: HostCaps = RFC1035) -> _Host:
     """rest: what follows "scheme:" with the leading slashes removed."""
     end = _AUTHORITY_END.search(rest)
-    return _host_of(rest[: end.start()] if end else rest)
+    authority = rest[: end.start()] if end else rest
+    if len(authority) > _CACHED_AUTHORITY:
+        return _read_host(authority, caps)
+    return _host_of(authority, caps)
 
 
 @lru_cache(maxsize=4096)
-def _host_of(authority: str) -> _Host:
+def _host_of(authority: str, caps: HostCaps) -> _Host:
     """Hosts repeat (a sender's tracking links share one): each authority is read once."""
+    return _read_host(authority, caps)
+
+
+def _read_host(authority: str, caps: HostCaps) -> _Host:
     _userinfo, at, hostport = authority.rpartition("@")
     host = hostport
     if host.startswith("["):
         close = host.find("]")
-        host = host[: close + 1] if close > 0 else host
+        host = host[: close + 1] if close > 0 else host[: caps[0]]
         return _Host(host.lower(), domains.is_ip(host), bool(at))
     head, colon, port = host.rpartition(":")
     if colon and (port.isdigit() or not port):
@@ -100,11 +115,28 @@ def _host_of(authority: str) -> _Host:
     if "%" in host:
         host = unquote(host, errors="replace")
     host = host.strip().lower().rstrip(".")
+    host, hit = domains.bound_host(host, *caps)
     if host[-1:].isdigit() or "0x" in host:  # only then can browsers read it as IPv4
         dotted = ipv4_host(host)
         if dotted is not None:
             return _Host(dotted, True, bool(at))
-    return _Host(domains.to_ascii(host), domains.is_ip(host), bool(at))
+    ascii_host, ascii_hit = domains.bound_host(domains.to_ascii(host), *caps)
+    return _Host(ascii_host, domains.is_ip(host), bool(at), hit or ascii_hit)
+
+
+def _bounded_target(url: str, caps: HostCaps) -> tuple[str, str | None]:
+    """A redirect target whose host fits the caps, cut like a link's own host when not."""
+    scheme, slashes, rest = url.partition("//")
+    end = _AUTHORITY_END.search(rest)
+    authority, tail = (rest[: end.start()], rest[end.start() :]) if end else (rest, "")
+    userinfo, at, hostport = authority.rpartition("@")
+    host, colon, port = hostport.rpartition(":")
+    if not (colon and port.isdigit()):
+        host, colon, port = hostport, "", ""
+    bounded, hit = domains.bound_host(host, *caps)
+    if hit is None:
+        return url[:URL_MAX], None
+    return f"{scheme}{slashes}{userinfo}{at}{bounded}{colon}{port}{tail}"[:URL_MAX], hit
 
 
 @lru_cache(maxsize=8)
@@ -152,6 +184,7 @@ def make_link(
     *,
     base: str | None = None,
     redirect_params: frozenset[str] = frozenset(),
+    caps: HostCaps = RFC1035,
 ) -> Link | None:
     """A Link for one URL as found in the message, or None when it leads nowhere on the web
     (mailto:, tel:, cid:, a bare fragment, a relative path without a base)."""
@@ -177,7 +210,7 @@ def make_link(
             joined = urljoin(base, url)
             if joined == url or not _SCHEME.match(joined):
                 return None
-            return make_link(joined, where, shown, redirect_params=redirect_params)
+            return make_link(joined, where, shown, redirect_params=redirect_params, caps=caps)
         else:
             return None
     elif scheme in _SPECIAL:
@@ -186,8 +219,12 @@ def make_link(
         rest = url[len(scheme) + 3 :]
     else:
         return Link(url[:OPAQUE_MAX], scheme, "", "", "", shown, where)
-    parsed = _parse_authority(rest)
+    parsed = _parse_authority(rest, caps)
     host = parsed.host
+    target = _redirect(url, redirect_params)
+    target_hit = None
+    if target is not None:
+        target, target_hit = _bounded_target(target, caps)
     return Link(
         url=url[:URL_MAX],
         scheme=scheme,
@@ -198,7 +235,8 @@ def make_link(
         where=where,
         is_ip=parsed.is_ip,
         has_userinfo=parsed.has_userinfo,
-        redirect_to=_redirect(url, redirect_params),
+        redirect_to=target,
+        limit_hit=parsed.limit_hit or target_hit,
     )
 
 
@@ -230,6 +268,7 @@ class LinkSet:
 
     limit: int
     redirect_params: frozenset[str] = frozenset()
+    caps: HostCaps = RFC1035
     links: list[Link] = field(default_factory=list)
     seen: set[tuple[str, str, str | None]] = field(default_factory=set)
     capped: bool = False
@@ -243,7 +282,9 @@ class LinkSet:
             return
         self.seen.add(key)
         try:
-            link = make_link(raw, where, shown, base=base, redirect_params=self.redirect_params)
+            link = make_link(
+                raw, where, shown, base=base, redirect_params=self.redirect_params, caps=self.caps
+            )
         except Exception:  # one odd URL must not cost the others
             return
         if link is None:

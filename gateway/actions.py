@@ -11,7 +11,6 @@ reaches a header unsanitised.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import html
@@ -51,15 +50,20 @@ def split_headers(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:cut], raw[cut:]
 
 
+# A field starts after a line break (CRLF, LF or a bare CR, as bytes.splitlines reads them)
+# that no folding whitespace follows: splitting there runs in C, one Python step per field.
+_FIELD_BREAK = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?![ \t])")
+
+
 def _fields(block: bytes) -> list[bytes]:
     """Header fields with their continuation lines, each with its own line ending."""
-    out: list[bytes] = []
-    for line in block.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] += line
-        else:
-            out.append(line)
-    return out
+    fields, start = [], 0
+    for brk in _FIELD_BREAK.finditer(block):
+        fields.append(block[start : brk.end()])
+        start = brk.end()
+    if start < len(block):
+        fields.append(block[start:])
+    return fields
 
 
 _AR_ID = re.compile(rb"^authentication-results[ \t]*:[ \t\r\n]*([^;\s]+)", re.IGNORECASE)
@@ -226,7 +230,10 @@ class _Leaf:
 
 def _entity_split(data: bytes) -> tuple[Message, int]:
     block, _rest = split_headers(data)
-    head = BytesHeaderParser(policy=compat32).parsebytes(block)
+    # Only Content-* fields are read here: parse just those (a block of a million folded
+    # lines would otherwise go through the stdlib header parser, line by line).
+    mime = b"".join(f for f in _fields(block) if f[:8].lower() == b"content-")
+    head = BytesHeaderParser(policy=compat32).parsebytes(mime)
     body_at = len(block)
     # skip the blank line that separates headers from body
     if data[body_at : body_at + 2] == b"\r\n":
@@ -304,7 +311,9 @@ def _encode_banner(leaf: _Leaf, text: str, charset: str) -> bytes:
             + "</span></div>"
         )
         return block.encode(charset, "xmlcharrefreplace")
-    return ("\r\n".join(lines) + "\r\n" + "-" * 60 + "\r\n\r\n").encode(charset)
+    # The rule under the text must not start with "--": it could be a multipart delimiter
+    # (a boundary of 56 dashes is closed by a line of 60) and hide the rest of the message.
+    return ("\r\n".join(lines) + "\r\n" + "_" * 60 + "\r\n\r\n").encode(charset)
 
 
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
@@ -456,13 +465,6 @@ def mark(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
     return Marked(data, banner_done, changed, arc_state)
 
 
-async def mark_async(raw: bytes, verdict: Verdict, m: Marking, action: str) -> Marked:
-    """mark(), in a thread when it may ARC-sign: an RSA signature must not stall the loop."""
-    if action == "tag" and m.arc is not None:
-        return await asyncio.to_thread(mark, raw, verdict, m, action)
-    return mark(raw, verdict, m, action)
-
-
 # --------------------------------------------------------------------------- which policy
 
 SEVERITY = ("pass", "tag", "quarantine", "reject")  # each protects more than the one before
@@ -513,6 +515,55 @@ def decision_for(
             best = (rank, Decision(read, action, policy, marking))
     assert best is not None
     return best[1]
+
+
+# --------------------------------------------------------------------------- after the scan
+
+
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """What it takes to finish a message after its scan: the settings and recipients that
+    decide it, and what the front door can do to it. The scan worker finishes the message
+    with it (gateway/scanpool.py), so that stripping, the banner and the ARC seal, which walk
+    or sign the whole message, run within the message's budget and never on the event loop."""
+
+    settings: GatewaySettings
+    rcpts: tuple[str, ...]
+    thresholds: dict[str, float]
+    version: str
+    in_session: bool | None = None
+    can_replace_body: bool = True  # else no banner (a milter without SMFIF_CHGBODY)
+    can_change_fields: bool = True  # else no Subject prefix
+    can_add_fields: bool = True  # else no ARC seal
+    mark_held: bool = False  # quarantined mail is marked as tagged mail (a hold queue)
+
+
+def strip_for(s: GatewaySettings, raw: bytes) -> bytes:
+    """raw without the incoming fields that these settings make brandgate write."""
+    return strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
+
+
+def finish(clean: bytes, verdict: Verdict, h: Handling) -> tuple[Decision | None, Marked | None]:
+    """The decision for a scanned message and, where it leaves marked (pass, tag, a held
+    quarantine), the message as it leaves; (None, None) when the scan gave no verdict."""
+    if verdict.status != "ok":
+        return None, None
+    decision = decision_for(
+        h.settings, verdict, h.rcpts, h.thresholds, h.version, in_session=h.in_session
+    )
+    action = decision.action
+    if action == "quarantine" and h.mark_held:
+        action = "tag"
+    if action not in ("pass", "tag"):
+        return decision, None
+    marking = decision.marking
+    if not h.can_replace_body:
+        marking = replace(marking, banner=False)
+    if not h.can_change_fields:
+        marking = replace(marking, subject_prefix="")
+    if not h.can_add_fields:
+        marking = replace(marking, arc=None)  # a seal we cannot add is none
+    return decision, mark(clean, decision.verdict, marking, action)
 
 
 def arc_seal(data: bytes, arc: ArcSettings, authserv_id: str) -> tuple[bytes, str]:

@@ -7,13 +7,13 @@ it to the next hop with its original envelope, and records who released it and w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email.policy
 import getpass
 import json
 import logging
 import os
 import re
-import smtplib
 import sys
 import time
 from collections.abc import Sequence
@@ -24,10 +24,10 @@ from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.options import add_config, config_error, error
-from gateway.output import one_line
-from gateway.quarantine import Entry, QuarantineStore
-from gateway.relay import XFORWARD_ATTRS
-from gateway.scanpool import default_engine_factory, engine_config_for_serve
+from gateway.parallel import Budget, map_ordered
+from gateway.quarantine import Entry, QuarantineStore, ReleaseRefused
+from gateway.relay import XFORWARD_ATTRS, RelayRequest, RelayResult, relay
+from gateway.scanpool import Scanner, default_engine_factory, engine_config_for_serve
 from gateway.server import dkim_set_by_admin
 from gateway.settings import GatewaySettings, from_config, parse_hostport, with_overrides
 
@@ -124,8 +124,34 @@ def handler(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return config_error(exc)
     except KeyError as exc:
-        error(f"no such message: {exc.args[0]}")
+        error(f"no such message: {safe(exc.args[0])}")
         return 1
+    except ReleaseRefused as exc:
+        print(f"brandgate quarantine: {safe(str(exc))}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(
+            f"brandgate quarantine: message file missing: {safe(str(exc.filename))}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def safe(text: str) -> str:
+    """Text for a terminal: control characters (C0, DEL, C1: terminal escape sequences),
+    format characters (bidi overrides), unassigned ones and 8-bit bytes that were not UTF-8
+    (surrogate escapes) are shown as \\x.. / \\u.... escapes, never sent as they are."""
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte aiosmtpd could not decode
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
 
 
 def _when(ts: float | None) -> str:
@@ -136,7 +162,9 @@ def _list(store: QuarantineStore, args: argparse.Namespace) -> int:
     entries = store.entries(include_gone=args.all)
     if args.json:
         for e in entries:
-            print(json.dumps({**_as_dict(e), "subject": _subject(store, e)}, ensure_ascii=False))
+            # ASCII escapes: C1 controls and bidi overrides do not reach the terminal, and
+            # non-UTF-8 envelope bytes stay exact (as \\udcXX).
+            print(json.dumps({**_as_dict(e), "subject": _subject(store, e)}))
         return 0
     if not entries:
         print("no messages" if args.all else "no messages held")
@@ -171,7 +199,7 @@ def _columns(
     """Aligned columns under a header row; long cells cut with an ellipsis."""
 
     def cut(i: int, text: str) -> str:
-        text = one_line(text)
+        text = safe(text)  # escaped: one line, and no control or bidi character reaches a tty
         limit = clip.get(i)
         return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
@@ -233,7 +261,7 @@ def _show(store: QuarantineStore, args: argparse.Namespace) -> int:
         {"time": t, "action": a, "by": b, "reason": r, "detail": _json_or_text(d)}
         for t, _qid, a, b, r, d in store.audit(e.id)
     ]
-    print(json.dumps(out, indent=2, ensure_ascii=False))
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -245,58 +273,91 @@ def _json_or_text(detail: str) -> Any:
         return detail
 
 
-def _rescan(config: Config, settings: GatewaySettings, raw: bytes, e: Entry) -> Verdict | None:
+# The re-scan runs in a scan worker, with the budget of every other scan: a hostile message
+# being released cannot hang or exhaust the admin's command either.
+_RESCAN: dict[str, Scanner] = {}
+
+
+def _init_rescan(config_path: str | None, trusted: tuple[str, ...] | None) -> None:
+    config = load_config(config_path)
+    engine_cfg = engine_config_for_serve(config, trusted, dkim_set_by_admin(config))
+    _RESCAN["engine"] = default_engine_factory(engine_cfg)
+
+
+def _rescan_one(task: tuple[bytes, Envelope]) -> Verdict:
+    raw, envelope = task
+    return _RESCAN["engine"].scan(raw, envelope)
+
+
+def _rescan(
+    config: Config, settings: GatewaySettings, raw: bytes, e: Entry, config_path: str | None
+) -> Verdict | None:
+    budget = Budget.of(config)
+    env = Envelope(e.mail_from, e.rcpts, e.client.get("addr"), e.client.get("helo"))
     try:
-        engine_cfg = engine_config_for_serve(
-            config, settings.trusted_authserv_ids, dkim_set_by_admin(config)
+        results = map_ordered(
+            _rescan_one,
+            [(raw, env)],
+            jobs=1,
+            initializer=_init_rescan,
+            initargs=(config_path, settings.trusted_authserv_ids),
+            budget=budget,
+            overrun=lambda _task, reason: Verdict.for_overrun(reason, budget.on_overrun),
         )
-        engine = default_engine_factory(engine_cfg)
-        env = Envelope(e.mail_from, e.rcpts, e.client.get("addr"), e.client.get("helo"))
-        return engine.scan(raw, env)
+        return next(iter(results))
     except Exception as exc:  # the admin's decision stands even if the engine is broken
-        print(f"re-scan failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"re-scan failed: {type(exc).__name__}", file=sys.stderr)
         return None
 
 
 def reinject(
     data: bytes, e: Entry, host: str, port: int, local_hostname: str, timeout: float
-) -> str:
-    """Deliver with the original envelope; returns the next hop's reply or raises."""
-    with smtplib.SMTP(host, port, local_hostname=local_hostname, timeout=timeout) as smtp:
-        smtp.ehlo()
-        xf = e.client.get("xforward") or {}
-        if xf and smtp.has_extn("xforward"):
-            announced = set((smtp.esmtp_features.get("xforward") or "").upper().split())
-            attrs = " ".join(
-                f"{k}={v}" for k, v in xf.items() if k in announced and k in XFORWARD_ATTRS
-            )
-            if attrs:
-                smtp.docmd("XFORWARD", attrs)
-        opts = [o for o in e.mail_options if o in ("BODY=8BITMIME", "SMTPUTF8")]
-        if "BODY=8BITMIME" in opts and not smtp.has_extn("8bitmime"):
-            opts.remove("BODY=8BITMIME")
-        if smtp.has_extn("size"):
-            opts.append(f"SIZE={len(data)}")
-        refused = smtp.sendmail(e.mail_from, list(e.rcpts), data, mail_options=opts)
-        if refused:
-            raise smtplib.SMTPRecipientsRefused(refused)
-        return f"accepted by {host}:{port} for {len(e.rcpts)} recipient(s)"
+) -> RelayResult:
+    """Deliver with the original envelope, byte for byte (the relay's own client): MAIL FROM
+    as it came, every RCPT TO, BODY=8BITMIME/SMTPUTF8 as the client asked, XFORWARD."""
+    options = set(e.mail_options)
+    req = RelayRequest(
+        mail_from=e.mail_from,
+        rcpts=e.rcpts,
+        data=data,
+        smtputf8="SMTPUTF8" in options,
+        eight_bit="BODY=8BITMIME" in options,
+        xforward={k: v for k, v in (e.client.get("xforward") or {}).items() if k in XFORWARD_ATTRS},
+    )
+    return asyncio.run(relay(req, host, port, timeout=timeout, local_hostname=local_hostname))
 
 
 def _release(
     store: QuarantineStore, config: Config, settings: GatewaySettings, args: argparse.Namespace
 ) -> int:
+    token = store.claim_release(args.id, force=args.force)
+    try:
+        return _release_claimed(store, config, settings, args, token)
+    except BaseException:
+        store.abandon_release(args.id, token)
+        raise
+
+
+def _release_claimed(
+    store: QuarantineStore,
+    config: Config,
+    settings: GatewaySettings,
+    args: argparse.Namespace,
+    token: str,
+) -> int:
     e = store.get(args.id)
-    if e.deleted:
-        print(f"{e.id} was deleted; nothing to release", file=sys.stderr)
-        return 1
-    if e.released and not args.force:
-        print(f"{e.id} was already released at {_when(e.released)} (use --force)", file=sys.stderr)
-        return 1
     raw = actions.strip_our_headers(store.raw(e.id))
-    verdict = _rescan(config, settings, raw, e)
+    verdict = _rescan(config, settings, raw, e, args.config)
     if verdict is not None:
-        print(f"re-scan: {verdict.verdict} score={verdict.score:.2f} ({verdict.summary})")
+        print(f"re-scan: {verdict.verdict} score={verdict.score:.2f} ({safe(verdict.summary)})")
+        if (verdict.verdict == "reject" or verdict.status == "overrun") and not args.force:
+            store.abandon_release(e.id, token)
+            print(
+                f"{e.id} not released: the re-scan says {verdict.verdict}"
+                f"{' (overrun)' if verdict.status == 'overrun' else ''}; use --force",
+                file=sys.stderr,
+            )
+            return 1
     fields = actions.tag_fields(verdict) if verdict is not None else []
     fields.append(("X-Brandgate-Released", f"{e.id} by {args.by}"))
     data = actions.prepend(raw, fields)
@@ -305,14 +366,18 @@ def _release(
         if args.next_hop
         else settings.next_hop
     )
-    try:
-        detail = reinject(data, e, host, port, settings.greeting_name, settings.relay_timeout)
-    except (smtplib.SMTPException, OSError) as exc:
-        print(f"release failed, message kept: {type(exc).__name__}: {exc}", file=sys.stderr)
+    result = reinject(data, e, host, port, settings.greeting_name, settings.relay_timeout)
+    if not result.ok:
+        store.abandon_release(e.id, token)
+        print(f"release failed, message kept: {safe(result.reply)}", file=sys.stderr)
         return 1
     new = verdict.to_dict() if verdict is not None else None
-    store.mark_released(
-        e.id, args.by, args.reason, json.dumps({"rescan": new, "next_hop": f"{host}:{port}"})
+    store.finish_release(
+        e.id,
+        token,
+        args.by,
+        args.reason,
+        json.dumps({"rescan": new, "next_hop": f"{host}:{port}", "reply": result.reply}),
     )
     log.info(
         "quarantine release id=%s by=%r reason=%r rescan=%s next_hop=%s:%d",
@@ -323,5 +388,5 @@ def _release(
         host,
         port,
     )
-    print(f"released {e.id}: {detail}")
+    print(f"released {e.id}: accepted by {host}:{port} for {len(e.rcpts)} recipient(s)")
     return 0

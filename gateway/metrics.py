@@ -48,7 +48,12 @@ class Metrics:
             registry=r,
         )
         self.scan_errors = Counter(
-            "brandgate_scan_errors_total", "Scans that failed or timed out", registry=r
+            "brandgate_scan_errors_total", "Scans that failed without a verdict", registry=r
+        )
+        self.scan_overruns = Counter(
+            "brandgate_scan_overruns_total",
+            "Scans that crossed their time or memory budget (limits.on_overrun applied)",
+            registry=r,
         )
         self.quarantine_size = Gauge(
             "brandgate_quarantine_messages", "Messages held in quarantine", registry=r

@@ -40,10 +40,9 @@ from filters.types import Envelope, Verdict
 from gateway import actions, milter_edits
 from gateway import milter_protocol as mp
 from gateway.milter_settings import Endpoint
-from gateway.scanpool import EngineFactory, default_engine_factory
-from gateway.server import Gateway, _kv
+from gateway.scanpool import EngineFactory, ScanOverrun, default_engine_factory
+from gateway.server import OVERRUN_REPLY, Gateway, _kv
 from gateway.settings import GatewaySettings, from_config, with_overrides
-from gateway.version import version
 
 log = logging.getLogger("brandgate.milter")
 msglog = logging.getLogger("brandgate.message")
@@ -366,9 +365,11 @@ class MilterConnection:
         if self.oversize:
             return self._oversize(record)
         raw = milter_edits.reconstruct(self.fields, bytes(self.body), leadspc=self.leadspc)
-        clean = actions.strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
-        verdict = await gw.scan(clean, envelope, record)
-        if verdict is None:
+        try:
+            done = await gw.scan(raw, envelope, record, self._handling(envelope))
+        except ScanOverrun as exc:
+            return await self._overrun(raw, envelope, exc.reason, record)
+        if done is None or done.decision is None:
             if not s.fail_open:
                 gw.metrics.messages.labels("error", "tempfail").inc()
                 record.update(action="tempfail", reply=TEMPFAIL_SCAN)
@@ -376,11 +377,10 @@ class MilterConnection:
             gw.metrics.messages.labels("error", "pass").inc()
             record.update(action="pass", reply="continue")
             error = str(record.get("error", ""))
+            clean = await asyncio.to_thread(actions.strip_for, s, raw)
             return [*self._to(actions.prepend(clean, actions.error_fields(error))), mp.CONTINUE]
         # Recipients of several policies share this one answer: the strictest one decides.
-        decision = actions.decision_for(
-            s, verdict, envelope.rcpt_tos, gw.config.thresholds, version(), in_session=True
-        )
+        decision = done.decision
         gw.note_decision(decision, record)
         verdict, action = decision.verdict, decision.action
         if action == "reject":
@@ -388,29 +388,50 @@ class MilterConnection:
             record["reply"] = reply
             return [mp.reply_code(reply)]
         if action == "quarantine":
-            return await self._quarantine(raw, clean, envelope, decision, record)
-        target = await self._marked(clean, decision, action, record)
+            return await self._quarantine(raw, done.marked, envelope, verdict, record)
+        assert done.marked is not None  # the worker marks what leaves: pass and tag
+        self._note_marked(done.marked, action, record)
         record["reply"] = "continue"
-        return [*self._to(target), mp.CONTINUE]
+        return [*self._to(done.marked.data), mp.CONTINUE]
 
-    async def _marked(
-        self, clean: bytes, decision: actions.Decision, action: str, record: dict[str, Any]
-    ) -> bytes:
-        """The message as actions.mark makes it for every front door, without what this MTA
-        cannot do: no body replacement, no banner; no header changes, no Subject prefix."""
-        marking = decision.marking
-        if not self.actions & mp.SMFIF_CHGBODY:
-            marking = replace(marking, banner=False)
-        if not self.actions & mp.SMFIF_CHGHDRS:
-            marking = replace(marking, subject_prefix="")
-        if not self.actions & mp.SMFIF_ADDHDRS:
-            marking = replace(marking, arc=None)  # a seal we cannot add is none
-        marked = await actions.mark_async(clean, decision.verdict, marking, action)
+    def _handling(self, envelope: Envelope) -> actions.Handling:
+        """How the worker finishes the message: as for every front door, without what this
+        MTA cannot do (no body replacement: no banner; no header changes: no Subject prefix;
+        no added fields: no ARC seal), and quarantined mail marked as tagged mail is where
+        the MTA's hold queue delivers it later."""
+        mode = self.gateway.settings.milter.quarantine
+        return self.gateway.handling(
+            envelope.rcpt_tos,
+            in_session=True,
+            can_replace_body=bool(self.actions & mp.SMFIF_CHGBODY),
+            can_change_fields=bool(self.actions & mp.SMFIF_CHGHDRS),
+            can_add_fields=bool(self.actions & mp.SMFIF_ADDHDRS),
+            mark_held=mode != "store" and bool(self.actions & mp.SMFIF_QUARANTINE),
+        )
+
+    @staticmethod
+    def _note_marked(marked: actions.Marked, action: str, record: dict[str, Any]) -> None:
         if action == "tag":
             record["banner"] = "yes" if marked.banner else "no"
             if marked.changed:
                 record["arc"] = marked.arc
-        return marked.data
+
+    async def _overrun(
+        self, raw: bytes, envelope: Envelope, reason: str, record: dict[str, Any]
+    ) -> list[bytes]:
+        """`limits.on_overrun`, as the SMTP modes apply it; fail_open does not apply."""
+        gw = self.gateway
+        on_overrun = gw.note_overrun(reason, record)
+        if on_overrun == "tempfail":
+            record["reply"] = OVERRUN_REPLY
+            return [mp.reply_code(OVERRUN_REPLY)]
+        verdict = Verdict.for_overrun(reason, on_overrun)
+        marked = await gw.overrun_marked(raw, verdict)
+        if on_overrun == "quarantine":
+            held = actions.Marked(marked, False, False, "not needed")
+            return await self._quarantine(raw, held, envelope, verdict, record)
+        record.update(banner="no", reply="continue")
+        return [*self._to(marked), mp.CONTINUE]
 
     def _oversize(self, record: dict[str, Any]) -> list[bytes]:
         gw = self.gateway
@@ -435,13 +456,12 @@ class MilterConnection:
     async def _quarantine(
         self,
         raw: bytes,
-        clean: bytes,
+        marked: actions.Marked | None,
         envelope: Envelope,
-        decision: actions.Decision,
+        verdict: Verdict,
         record: dict[str, Any],
     ) -> list[bytes]:
         gw = self.gateway
-        verdict = decision.verdict
         mode = gw.settings.milter.quarantine
         if mode != "store" and not self.actions & mp.SMFIF_QUARANTINE:
             mode = "store"  # this MTA has no hold queue for us
@@ -450,14 +470,14 @@ class MilterConnection:
             if qid is None:
                 record["reply"] = TEMPFAIL_QUARANTINE
                 return [mp.reply_code(TEMPFAIL_QUARANTINE)]
-        if mode == "store":
+        if mode == "store" or marked is None:
             record["reply"] = "discard"  # the client hears 250; the copy is ours
             return [mp.DISCARD]
         record["reply"] = "hold"
         reason = actions.smtp_text(f"brandgate: {verdict.summary}", 200)
         # Released from the hold queue, it goes to the mailboxes: marked as tagged mail is.
-        target = await self._marked(clean, decision, "tag", record)
-        return [*self._to(target), mp.quarantine(reason), mp.CONTINUE]
+        self._note_marked(marked, "tag", record)
+        return [*self._to(marked.data), mp.quarantine(reason), mp.CONTINUE]
 
 
 # --------------------------------------------------------------------------- the server

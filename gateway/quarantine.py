@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS messages (
     findings TEXT NOT NULL,         -- Verdict.to_dict() as JSON
     size INTEGER NOT NULL,
     released REAL,
-    deleted REAL
+    deleted REAL,
+    envelope TEXT,                  -- JSON {mail_from, rcpts}: the exact envelope (see below)
+    claim TEXT,                     -- token of the release in progress, if any
+    claim_time REAL
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +52,22 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
+
+
+# Columns added since the first schema: an existing store gets them on open.
+_ADDED_COLUMNS = {"envelope": "TEXT", "claim": "TEXT", "claim_time": "REAL"}
+# A release claim older than this is presumed left by a process that died; --force takes it.
+STALE_CLAIM = 600.0
+
+
+class ReleaseRefused(Exception):
+    """The message cannot be released now (released already, being released, deleted)."""
+
+
+def text_column(value: str) -> str:
+    """What SQLite can store of an envelope string: aiosmtpd hands 8-bit bytes that are not
+    UTF-8 over as surrogate escapes, which SQLite refuses; the exact value is in `envelope`."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,10 @@ class QuarantineStore:
             os.chmod(self.msgdir, 0o700)
             with self._db() as db:
                 db.executescript(_SCHEMA)
+                have = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+                for column, kind in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
             os.chmod(self.db_path, 0o600)
         finally:
             os.umask(old)
@@ -146,14 +169,15 @@ class QuarantineStore:
         rules = ", ".join(f"{f['rule']}={f['score']}" for f in record["findings"])
         try:
             with self._db() as db:
+                # JSON with ASCII escapes keeps any string exactly (surrogates included).
                 db.execute(
                     "INSERT INTO messages (id, time, mail_from, rcpts, mail_options, client,"
-                    " verdict, score, brand, rules, summary, findings, size)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " verdict, score, brand, rules, summary, findings, size, envelope)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         qid,
                         now,
-                        mail_from,
+                        text_column(mail_from),
                         json.dumps(list(rcpts)),
                         json.dumps(list(mail_options)),
                         json.dumps(client),
@@ -161,9 +185,10 @@ class QuarantineStore:
                         verdict.score,
                         record["brand"],
                         rules,
-                        verdict.summary,
+                        text_column(verdict.summary),
                         json.dumps(record),
                         len(raw),
+                        json.dumps({"mail_from": mail_from, "rcpts": list(rcpts)}),
                     ),
                 )
         except BaseException:
@@ -175,11 +200,12 @@ class QuarantineStore:
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> Entry:
+        envelope = json.loads(row[15]) if row[15] else {"mail_from": row[2]}
         return Entry(
             id=row[0],
             time=row[1],
-            mail_from=row[2],
-            rcpts=tuple(json.loads(row[3])),
+            mail_from=envelope["mail_from"],
+            rcpts=tuple(envelope.get("rcpts") or json.loads(row[3])),
             mail_options=tuple(json.loads(row[4])),
             client=json.loads(row[5]),
             verdict=row[6],
@@ -195,7 +221,7 @@ class QuarantineStore:
 
     _COLUMNS = (
         "id, time, mail_from, rcpts, mail_options, client, verdict, score, brand, rules,"
-        " summary, findings, size, released, deleted"
+        " summary, findings, size, released, deleted, envelope"
     )
 
     def entries(self, include_gone: bool = False) -> list[Entry]:
@@ -243,16 +269,66 @@ class QuarantineStore:
             (time.time(), qid, action, by, reason, detail),
         )
 
-    def mark_released(self, qid: str, by: str, reason: str, detail: str) -> None:
+    def claim_release(self, qid: str, force: bool = False) -> str:
+        """Take the message for one release (compare-and-set on its row): returns the token
+        that finish_release/abandon_release need. Refused when it is deleted, released
+        (unless force), or being released by another process (unless force and that claim
+        is stale: its process died). Two concurrent releases: exactly one gets the claim."""
+        token = secrets.token_hex(8)
+        now = time.time()
         with self._db() as db:
-            db.execute("UPDATE messages SET released = ? WHERE id = ?", (time.time(), qid))
+            taken = db.execute(
+                "UPDATE messages SET claim = ?, claim_time = ? WHERE id = ? AND deleted IS NULL"
+                " AND (released IS NULL OR ?)"
+                " AND (claim IS NULL OR (? AND claim_time < ?))",
+                (token, now, qid, force, force, now - STALE_CLAIM),
+            ).rowcount
+        if taken == 1:
+            return token
+        e = self.get(qid)
+        if e.deleted:
+            raise ReleaseRefused(f"{qid} was deleted; nothing to release")
+        row = self._claim_of(qid)
+        if row[0] is not None:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row[1]))
+            hint = " (use --force if that process is gone)" if now - row[1] >= STALE_CLAIM else ""
+            raise ReleaseRefused(f"{qid} is being released by another process since {since}{hint}")
+        released = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.released))
+        raise ReleaseRefused(f"{qid} was already released at {released} (use --force)")
+
+    def _claim_of(self, qid: str) -> tuple[str | None, float]:
+        with self._db() as db:
+            row = db.execute("SELECT claim, claim_time FROM messages WHERE id = ?", (qid,))
+            claim, when = row.fetchone()
+        return claim, when or 0.0
+
+    def finish_release(self, qid: str, token: str, by: str, reason: str, detail: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE messages SET released = ?, claim = NULL, claim_time = NULL"
+                " WHERE id = ? AND claim = ?",
+                (time.time(), qid, token),
+            )
             self._record(db, qid, "release", by, reason, detail)
+
+    def abandon_release(self, qid: str, token: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE messages SET claim = NULL, claim_time = NULL WHERE id = ? AND claim = ?",
+                (qid, token),
+            )
 
     def delete(self, qid: str, by: str, reason: str) -> None:
         self.get(qid)
         with self._db() as db:
-            db.execute("UPDATE messages SET deleted = ? WHERE id = ?", (time.time(), qid))
-            self._record(db, qid, "delete", by, reason, "")
+            gone = db.execute(
+                "UPDATE messages SET deleted = ? WHERE id = ? AND claim IS NULL",
+                (time.time(), qid),
+            ).rowcount
+            if gone:
+                self._record(db, qid, "delete", by, reason, "")
+        if not gone:
+            raise ReleaseRefused(f"{qid} is being released; not deleted")
         self.path_of(qid).unlink(missing_ok=True)
 
     def purge(self, older_than: float, by: str) -> list[str]:
@@ -262,9 +338,15 @@ class QuarantineStore:
             ids = [
                 r[0]
                 for r in db.execute(
-                    "SELECT id FROM messages WHERE time < ? AND deleted IS NULL", (cutoff,)
+                    "SELECT id FROM messages WHERE time < ? AND deleted IS NULL AND claim IS NULL",
+                    (cutoff,),
                 ).fetchall()
             ]
+        purged = []
         for qid in ids:
-            self.delete(qid, by, f"purge older than {older_than:g} s")
-        return ids
+            try:
+                self.delete(qid, by, f"purge older than {older_than:g} s")
+            except ReleaseRefused:
+                continue  # taken for a release since: not ours to purge
+            purged.append(qid)
+        return purged

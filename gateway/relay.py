@@ -13,9 +13,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from gateway.actions import smtp_text
+from gateway.smtp_client import BadReply, ClientError, ClientLost, ClientTimeout, Reply, SmtpClient
 
 log = logging.getLogger("brandgate.relay")
 
@@ -61,12 +60,23 @@ def _reply(code: int, message: str, default_status: str) -> RelayResult:
     return RelayResult(code, text)
 
 
-def _passed_back(resp: aiosmtplib.SMTPResponse) -> RelayResult:
+def _passed_back(resp: Reply) -> RelayResult:
     code = resp.code
     if not 200 <= code < 600:
         return RelayResult(451, f"4.4.0 Next hop gave an invalid reply ({code})")
     status = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(code // 100, "4.0.0")
-    return _reply(code, resp.message, status)
+    return _reply(code, resp.text, status)
+
+
+# Unexpected errors (a bug, an odd byte) are never a 5xx, and their text never reaches the
+# client: the MTA in front keeps the message and retries.
+TEMPFAIL = RelayResult(451, "4.3.0 Temporary failure, try again later")
+
+
+def envelope_bytes(address: str) -> bytes:
+    """An envelope address as it came on the wire (aiosmtpd decodes it with utf-8 and
+    surrogateescape, so this gives back the client's very bytes, 8-bit ones included)."""
+    return address.encode("utf-8", "surrogateescape")
 
 
 def _xforward_commands(attrs: Mapping[str, str], announced: set[str]) -> list[bytes]:
@@ -91,39 +101,35 @@ async def relay(
     req: RelayRequest, host: str, port: int, *, timeout: float, local_hostname: str
 ) -> RelayResult:
     """One message on a connection of its own, closed afterwards."""
-    client = _client(host, port, timeout, local_hostname)
+    client = SmtpClient(host, port, timeout=timeout, local_hostname=local_hostname)
     try:
-        try:
-            await client.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return _unavailable(host, port, exc)
+        opened = await _open(client)
+        if isinstance(opened, RelayResult):
+            return opened
         result, _clean = await _guarded(client, req, _State(None))
         return result
     finally:
-        await _quit(client)
+        await client.quit()
 
 
-def _client(host: str, port: int, timeout: float, local_hostname: str) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname=host,
-        port=port,
-        timeout=timeout,
-        local_hostname=local_hostname,
-        start_tls=False,
-        use_tls=False,
-    )
+async def _open(client: SmtpClient) -> RelayResult | None:
+    """Connect and read the greeting: None when the next hop is ready (220), else the reply
+    the message gets. The connection is closed whenever it is not ready."""
+    try:
+        greeting = await client.connect()
+    except (ClientError, OSError, ValueError) as exc:
+        client.close()
+        return _unavailable(client.host, client.port, exc)
+    if greeting.code == 220:
+        return None
+    client.close()
+    if 400 <= greeting.code < 600:
+        return _passed_back(greeting)
+    return RelayResult(451, f"4.4.0 Next hop gave an invalid greeting ({greeting.code})")
 
 
 def _unavailable(host: str, port: int, exc: BaseException) -> RelayResult:
     return RelayResult(451, f"4.4.1 Next hop {host}:{port} unavailable ({type(exc).__name__})")
-
-
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    if client.is_connected:
-        try:
-            await client.quit(timeout=5.0)
-        except Exception:  # the message is already answered for; a rude hangup is fine
-            client.close()
 
 
 class _Stale(Exception):
@@ -131,32 +137,41 @@ class _Stale(Exception):
 
 
 async def _guarded(
-    client: aiosmtplib.SMTP, req: RelayRequest, state: _State
+    client: SmtpClient, req: RelayRequest, state: _State
 ) -> tuple[RelayResult, bool]:
     """(result, whether the connection is between transactions and may carry another).
-    Raises _Stale when a kept connection turns out closed before the next hop answered."""
+    Raises _Stale when a kept connection turns out closed before the next hop answered.
+    Whatever else goes wrong, the connection is closed here, never left open."""
     try:
         result = await _transaction(client, req, state)
-    except aiosmtplib.SMTPTimeoutError:
+    except _Stale:
+        client.close()
+        raise
+    except ClientTimeout:
+        client.close()
         return RelayResult(451, "4.4.2 Next hop timed out"), False
-    except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+    except (ClientLost, BadReply) as exc:
+        client.close()
         if state.kept is not None and not state.answered:
             raise _Stale from exc
-        return RelayResult(451, f"4.4.2 Next hop connection lost ({type(exc).__name__})"), False
-    except aiosmtplib.SMTPResponseException as exc:
-        if state.kept is not None and not state.answered and exc.code == 421:
-            raise _Stale from exc
-        return _passed_back(aiosmtplib.SMTPResponse(exc.code, exc.message)), False
-    except aiosmtplib.SMTPException as exc:
-        return RelayResult(451, f"4.4.0 Relay failed ({type(exc).__name__})"), False
-    return result, client.is_connected and result.code != 421
+        return RelayResult(451, f"4.4.2 Next hop connection lost ({exc})"), False
+    except Exception:
+        client.close()
+        log.exception("relay failed")
+        return TEMPFAIL, False
+    except BaseException:  # cancelled: the session is gone, so is this transaction
+        client.close()
+        raise
+    if result.code == 421:
+        client.close()
+    return result, client.is_connected
 
 
 @dataclass(slots=True)
 class _Kept:
     """An open connection between transactions, with what its EHLO and XFORWARD said."""
 
-    client: aiosmtplib.SMTP
+    client: SmtpClient
     exts: dict[str, str]
     xforward_names: frozenset[str]
     since: float
@@ -206,14 +221,16 @@ class RelayPool:
                 continue
             self._give_back(key, kept.client, state, clean)
             return result
-        client = _client(host, port, timeout, local_hostname)
-        try:
-            await client.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
-            return _unavailable(host, port, exc)
+        client = SmtpClient(host, port, timeout=timeout, local_hostname=local_hostname)
+        opened = await _open(client)
+        if opened is not None:
+            return opened
         state = _State(None)
-        result, clean = await _guarded(client, req, state)
+        try:
+            result, clean = await _guarded(client, req, state)
+        except BaseException:
+            client.close()
+            raise
         self._give_back(key, client, state, clean)
         return result
 
@@ -229,7 +246,7 @@ class RelayPool:
         return None
 
     def _give_back(
-        self, key: tuple[str, int, str], client: aiosmtplib.SMTP, state: _State, clean: bool
+        self, key: tuple[str, int, str], client: SmtpClient, state: _State, clean: bool
     ) -> None:
         idle = self._idle.setdefault(key, [])
         if not clean or state.exts is None or len(idle) >= self.max_idle:
@@ -251,9 +268,9 @@ class RelayPool:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(self.idle_timeout / 2, self._expire)
 
-    def _close(self, client: aiosmtplib.SMTP) -> None:
+    def _close(self, client: SmtpClient) -> None:
         """QUIT politely in the background (the next hop logs a clean disconnect)."""
-        task = asyncio.get_running_loop().create_task(_quit(client))
+        task = asyncio.get_running_loop().create_task(client.quit())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -280,29 +297,24 @@ def _xforward_value_ok(value: str) -> bool:
     return bool(value) and all(33 <= ord(c) < 127 and c != "=" for c in value)
 
 
-async def _transaction(
-    client: aiosmtplib.SMTP, req: RelayRequest, state: _State | None = None
-) -> RelayResult:
-    state = state if state is not None else _State(None)
+async def _transaction(client: SmtpClient, req: RelayRequest, state: _State) -> RelayResult:
     if state.kept is not None:
         exts = state.kept.exts
     else:
-        try:
-            await client.ehlo()
-            exts = dict(client.esmtp_extensions)
-        except aiosmtplib.SMTPHeloError:
-            await client.helo()
-            exts = {}
+        hello = await client.ehlo()
+        if hello.code != 250:
+            return _passed_back(hello)
+        exts = dict(client.exts)
     state.exts = exts
     if req.xforward and "xforward" in exts:
         announced = set(exts["xforward"].upper().split())
         # What the next hop may hold from now on: also what a refused command left unsaid.
         state.xforward_names |= _xforward_names(req) & announced
         for line in _xforward_commands(req.xforward, announced):
-            resp = await client.execute_command(b"XFORWARD", line)
-            state.answered = True
+            resp = await client.command(b"XFORWARD", line)
+            _answered(state, resp)
             if resp.code != 250:
-                log.warning("next hop refused XFORWARD: %s %s", resp.code, resp.message)
+                log.warning("next hop refused XFORWARD: %s %s", resp.code, resp.text)
                 break
     options: list[bytes] = []
     if "size" in exts:
@@ -313,29 +325,38 @@ async def _transaction(
         if "smtputf8" not in exts:
             return RelayResult(554, "5.6.7 Next hop does not support SMTPUTF8")
         options.append(b"SMTPUTF8")
-    encoding = "utf-8" if req.smtputf8 else "ascii"
-    resp = await client.execute_command(
-        b"MAIL", b"FROM:<" + req.mail_from.encode(encoding) + b">", *options
-    )
-    state.answered = True
+    # The envelope goes out as it came: 8-bit bytes without SMTPUTF8 are the client's (and
+    # the MTA in front accepted them); re-encoding them could only refuse or change them.
+    resp = await client.command(b"MAIL", b"FROM:<" + envelope_bytes(req.mail_from) + b">", *options)
+    _answered(state, resp)
     if resp.code != 250:
         return _passed_back(resp)
     accepted = 0
-    refusals: list[aiosmtplib.SMTPResponse] = []
+    refusals: list[Reply] = []
     for rcpt in req.rcpts:
-        resp = await client.execute_command(b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">")
+        resp = await client.command(b"RCPT", b"TO:<" + envelope_bytes(rcpt) + b">")
         if resp.code in (250, 251):
             accepted += 1
         else:
             refusals.append(resp)
     if refusals:
-        await client.execute_command(b"RSET")
+        await client.command(b"RSET")
         if accepted == 0 and all(r.code >= 500 for r in refusals):
             return _passed_back(refusals[0])
         # One DATA answer covers every recipient: refuse for all, let the MTA retry.
         first = refusals[0]
         return RelayResult(
-            451, "4.4.3 " + smtp_text(f"Next hop refused a recipient: {first.code} {first.message}")
+            451, "4.4.3 " + smtp_text(f"Next hop refused a recipient: {first.code} {first.text}")
         )
     resp = await client.data(req.data)
+    if resp.code != 250:
+        await client.command(b"RSET")  # between transactions again, whatever DATA left
     return _passed_back(resp)
+
+
+def _answered(state: _State, resp: Reply) -> None:
+    """Note the next hop's first answer in this transaction. A 421 as the first answer on a
+    kept connection is what the next hop said when it closed it while idle: stale."""
+    if resp.code == 421 and state.kept is not None and not state.answered:
+        raise _Stale
+    state.answered = True

@@ -780,24 +780,16 @@ class EngineScan:
     def pair(
         self, paths: Sequence[str], config_a: str | None, config_b: str | None
     ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-        if self.jobs > 1:
-            return zip_passes(self(paths, config_a), self(paths, config_b, _count=False))
-        return self._pair_inline(paths, config_a, config_b)
+        # One read of the archive; each worker holds both engines.
+        from gateway.parallel import scan_pairs
 
-    def _pair_inline(
-        self, paths: Sequence[str], config_a: str | None, config_b: str | None
-    ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-        # One process, one read of the archive, two engines. (Two in-process scan_items
-        # streams would share parallel's per-process scanner slot.)
-        from gateway.parallel import build_engine
-
-        engine_a = build_engine(config_a, self.trusted)
-        engine_b = build_engine(config_b, self.trusted)
-        from filters.sniff import scan_file
-
-        for item in self._items(paths, True):
-            a, b = scan_file(engine_a, item.raw), scan_file(engine_b, item.raw)
-            yield item.source, a.to_dict(), b.to_dict()
+        return scan_pairs(
+            self._items(paths, True),
+            config_a=config_a,
+            config_b=config_b,
+            trusted_authserv=self.trusted,
+            jobs=self.jobs,
+        )
 
 
 def config_thresholds(config: str | None) -> dict[str, float]:

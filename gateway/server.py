@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -21,7 +22,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,8 +36,11 @@ from gateway.metrics import Metrics
 from gateway.quarantine import QuarantineStore
 from gateway.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 from gateway.scanpool import (
+    QUEUE_WAIT_FACTOR,
     EngineFactory,
+    Processed,
     ScanError,
+    ScanOverrun,
     ScanService,
     default_engine_factory,
     engine_config_for_serve,
@@ -54,6 +58,19 @@ log = logging.getLogger("brandgate.gateway")
 msglog = logging.getLogger("brandgate.message")
 
 XFORWARD_EHLO = "XFORWARD " + " ".join(XFORWARD_ATTRS)
+# Session limits, Postfix's where it has one. A command line may buffer this much (RFC 5321
+# says 512; DATA lines have their own, larger limit); junk commands (NOOP, RSET, VRFY, EXPN,
+# HELP, HELO, EHLO) since the last message (smtpd_junk_command_limit); error replies
+# (smtpd_hard_error_limit); recipients of one message (smtpd_recipient_limit).
+COMMAND_LINE_LIMIT = 4096
+DATA_CHUNK = 1 << 18
+JUNK_COMMAND_LIMIT = 100
+HARD_ERROR_LIMIT = 20
+RECIPIENT_LIMIT = 1000
+# Never in an envelope address we relay: each could end or split the command at the next hop.
+_ENVELOPE_FORBIDDEN = re.compile(r"[\r\n\x00]")
+TEMPFAIL_REPLY = "451 4.3.0 Temporary failure, try again later"
+OVERRUN_REPLY = "451 4.3.0 Message could not be scanned within its budget, try again later"
 _QUEUE_ID = re.compile(rb"\bwith\s+\w+\s+id\s+([A-Za-z0-9]{5,32})\b", re.IGNORECASE)
 _LOGSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -81,7 +98,9 @@ def dkim_set_by_admin(config: Config) -> bool:
 
 
 def _kv(value: Any) -> str:
-    text = _LOGSAFE.sub("?", str(value))
+    # 8-bit envelope bytes that were not UTF-8 arrive as surrogate escapes: log them as \xNN
+    raw = str(value).encode("utf-8", "surrogateescape")
+    text = _LOGSAFE.sub("?", raw.decode("utf-8", "backslashreplace"))
     if not text or any(c in text for c in ' "=\\'):
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -90,20 +109,29 @@ def _kv(value: Any) -> str:
 # --------------------------------------------------------------------------- SMTP session
 
 
+def _counted(command: str) -> Any:
+    """aiosmtpd's handler of a junk command, run only while the session is under the limit."""
+    inner = getattr(SMTP, f"smtp_{command}")
+
+    @functools.wraps(inner)  # keeps the syntax aiosmtpd's HELP shows
+    async def method(self: GatewaySMTP, arg: str) -> None:
+        if self._junk():
+            await inner(self, arg)
+
+    return method
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's session plus: admission at connect, XFORWARD, separate DATA timeout."""
 
     def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
-        # RFC 5321 says 1000, but real mail has longer lines and Postfix accepts any length
-        # (splitting them itself); refusing one with a 5xx would bounce legitimate mail. The
-        # size limit still bounds memory: a line cannot outgrow the message. (Set before
-        # aiosmtpd's __init__, which sizes its stream reader from it.)
-        self.line_length_limit = max(65536, gateway.settings.data_size_limit + 2)
         super().__init__(gateway.handler, **kwargs)
         self.gateway = gateway
         self.sid = secrets.token_hex(5)
         self.xforward: dict[str, str] = {}
         self.in_data = False
+        self.junk = 0
+        self.errors = 0
 
     @property
     def in_transaction(self) -> bool:
@@ -117,6 +145,8 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        # ... but only DATA lines: a command line may not buffer more than this.
+        self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
         try:
             await super()._handle_client()
         finally:
@@ -127,10 +157,51 @@ class GatewaySMTP(SMTP):
         if isinstance(status, str) and status.startswith("552 Error"):
             status = "552 5.3.4 Message too big for system"
         await super().push(status)
+        if isinstance(status, str) and status[:3] in ("500", "501", "502", "503", "504", "553"):
+            self.errors += 1
+            if self.errors > HARD_ERROR_LIMIT:
+                self._hang_up("421 4.7.0 Error: too many errors")
+
+    def _hang_up(self, reply: str) -> None:
+        log.warning("session %s: %s", self.sid, reply)
+        self._writer.write(reply.encode("ascii") + b"\r\n")
+        if self.transport is not None:
+            self.transport.close()
+
+    def _junk(self) -> bool:
+        """Count a junk command; False (and the session closed) past the limit."""
+        self.junk += 1
+        if self.junk <= JUNK_COMMAND_LIMIT:
+            return True
+        self._hang_up("421 4.7.0 Error: too many junk commands")
+        return False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address exactly as the client sent it (aiosmtpd's own parser re-quotes or
+        unquotes local parts and stops at control characters, so what we relayed would not
+        be what the MTA in front accepted). None only when there is no address at all."""
+        text = arg.lstrip()
+        if not text.startswith("<"):
+            address, _, rest = text.partition(" ")
+            return (address, rest.strip()) if address else (None, None)
+        close = _closing_angle(text)
+        if close < 0:
+            return None, None
+        inner = text[1:close]
+        return inner or "<>", text[close + 1 :].strip()
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if not self._junk():
+            return
         self.xforward = {}
         await super().smtp_HELO(hostname)
+
+    smtp_EHLO = _counted("EHLO")
+    smtp_NOOP = _counted("NOOP")
+    smtp_RSET = _counted("RSET")
+    smtp_VRFY = _counted("VRFY")
+    smtp_EXPN = _counted("EXPN")
+    smtp_HELP = _counted("HELP")
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         assert self.session is not None
@@ -155,24 +226,111 @@ class GatewaySMTP(SMTP):
         await self.push("250 2.0.0 Ok")
 
     async def smtp_DATA(self, arg: str) -> None:
+        """DATA read in chunks, not line by line as aiosmtpd does: a message of millions of
+        short lines would otherwise hold the event loop (and every other session) until the
+        whole of it has arrived. Lines of any length are accepted, as Postfix does (refusing
+        one would bounce real mail); the size limit bounds memory. Only CRLF . CRLF ends it."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         self._reset_timeout(self.gateway.settings.data_timeout)
         self.in_data = True
+        self._reader._limit = DATA_CHUNK  # type: ignore[attr-defined]
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            content = await self._read_data()
+            if content is None:
+                self._set_post_data_state()
+                await self.push("552 5.3.4 Message too big for system")
+                return
+            self.envelope.original_content = self.envelope.content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
         finally:
+            self._reader._limit = COMMAND_LINE_LIMIT  # type: ignore[attr-defined]
             self.in_data = False
             self.xforward = {}
+            self.junk = 0  # a session that carries mail is not junk
             if self.gateway.draining and self.transport is not None:
                 self.transport.close()
+
+    async def _read_data(self) -> bytes | None:
+        """The message up to CRLF . CRLF, dot-unstuffed; None when it was over the size
+        limit (read to its end all the same, and dropped). The terminator is searched in C,
+        and the event loop gets a turn after every chunk."""
+        limit = self.data_size_limit or 0
+        buf = bytearray(b"\r\n")  # a virtual line break: "." as the first line ends it too
+        searched = 0
+        dropped = False
+        while (end := buf.find(b"\r\n.\r\n", searched)) < 0:
+            if limit and len(buf) > limit + 2:
+                dropped = True
+                del buf[:-4]  # keep what a terminator may start with
+            searched = max(0, len(buf) - 4)
+            chunk = await self._reader.read(DATA_CHUNK)
+            if not chunk:
+                raise ConnectionResetError("connection closed during DATA")
+            buf += chunk
+            await asyncio.sleep(0)
+        rest = buf[end + 5 :]
+        if rest:
+            # A client that pipelines its next command (or QUIT) behind the message: give
+            # those bytes back to the reader, ahead of anything that arrives later.
+            self._reader._buffer[:0] = rest  # type: ignore[attr-defined]
+        if dropped or (limit and end - 2 > limit):
+            return None
+        return bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
 
     def extend_deadline(self, seconds: float) -> None:
         """Scanning and relaying must not be cut short by the command timeout."""
         self._reset_timeout(seconds)
 
 
+def _closing_angle(text: str) -> int:
+    """Index of the ">" that closes the "<" at text[0] (quoted parts skipped), or -1."""
+    quoted = escaped = False
+    for i, ch in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    return -1
+
+
 class Handler:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's default is "500 Error: (Type) text": a permanent failure (Postfix
+        bounces) that shows our exception to the client. A 4xx keeps the message."""
+        log.error("session error: %s", error, exc_info=error)
+        return TEMPFAIL_REPLY
+
+    async def handle_MAIL(
+        self,
+        server: GatewaySMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if _ENVELOPE_FORBIDDEN.search(address):
+            return "451 4.1.7 Sender address with CR or NUL is not relayed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
 
     async def handle_EHLO(
         self,
@@ -194,6 +352,10 @@ class Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if _ENVELOPE_FORBIDDEN.search(address):
+            return "451 4.1.3 Recipient address with CR or NUL is not relayed"
+        if len(envelope.rcpt_tos) >= RECIPIENT_LIMIT:
+            return "452 4.5.3 Error: too many recipients"
         # One DATA answer covers every recipient, so one transaction holds recipients of one
         # policy; the client sends the others in a transaction of their own (RFC 5321 4.5.3.1.10).
         settings = self.gateway.settings
@@ -401,7 +563,8 @@ class Gateway:
         s = self.settings
         raw: bytes = env.original_content or b""
         xf = dict(smtp.xforward)
-        smtp.extend_deadline(self.scans.timeout + 3 * s.relay_timeout + 30)
+        # the scan may wait for a worker as well: ScanService bounds both together
+        smtp.extend_deadline(QUEUE_WAIT_FACTOR * self.scans.timeout + 3 * s.relay_timeout + 30)
         client_ip = xtext_decode(xf.get("ADDR", "")) or None
         if client_ip is None or client_ip.startswith("["):
             client_ip = str(session.peer[0]) if isinstance(session.peer, tuple) else None
@@ -422,9 +585,13 @@ class Gateway:
             "rcpts": ",".join(rcpts),
             "size": len(raw),
         }
-        clean = actions.strip_our_headers(raw, spam=s.spam_headers, authserv_id=s.our_authserv_id)
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
-        reply = await self._decide_and_act(clean, raw, envelope, options, xf, env.smtp_utf8, record)
+        try:
+            reply = await self._decide_and_act(raw, envelope, options, xf, env.smtp_utf8, record)
+        except Exception as exc:  # a bug here must cost a retry, never the message
+            log.exception("processing failed")
+            record.update(action="tempfail", error=f"internal: {type(exc).__name__}")
+            reply = TEMPFAIL_REPLY
         record["ms"] = round((time.monotonic() - t0) * 1000)
         record["reply"] = reply
         fields = {k: v for k, v in record.items() if v is not None}
@@ -440,9 +607,15 @@ class Gateway:
                 return m.group(1).decode("ascii") if m else None
         return None
 
+    def handling(self, rcpts: Sequence[str], **front_door: Any) -> actions.Handling:
+        """How a worker finishes this message (see actions.Handling); `front_door`: what the
+        front door cannot do (a milter's missing capabilities) or how it holds mail."""
+        return actions.Handling(
+            self.settings, tuple(rcpts), dict(self.config.thresholds), version(), **front_door
+        )
+
     async def _decide_and_act(
         self,
-        clean: bytes,
         raw: bytes,
         envelope: Envelope,
         options: tuple[str, ...],
@@ -451,26 +624,31 @@ class Gateway:
         record: dict[str, Any],
     ) -> str:
         s = self.settings
-        verdict = await self.scan(clean, envelope, record)
-        if verdict is None:
+        try:
+            done = await self.scan(raw, envelope, record, self.handling(envelope.rcpt_tos))
+        except ScanOverrun as exc:
+            return await self._overrun(
+                raw, envelope, options, xforward, smtputf8, exc.reason, record
+            )
+        if done is None or done.decision is None:
             if not s.fail_open:
                 record["action"] = "tempfail"
                 self.metrics.messages.labels("error", "tempfail").inc()
                 return "451 4.3.0 Temporary scanning failure, try again later"
             record["action"] = "pass"
             self.metrics.messages.labels("error", "pass").inc()
+            clean = await asyncio.to_thread(actions.strip_for, s, raw)
             data = actions.prepend(clean, actions.error_fields(str(record.get("error", ""))))
             return await self._relay(data, envelope, options, xforward, smtputf8, record)
-        decision = actions.decision_for(
-            s, verdict, envelope.rcpt_tos, self.config.thresholds, version()
-        )
+        decision = done.decision
         self.note_decision(decision, record)
         verdict, action = decision.verdict, decision.action
         if action == "reject":
             return actions.reject_reply(verdict)
         if action == "quarantine":
             return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        marked = await actions.mark_async(clean, verdict, decision.marking, action)
+        marked = done.marked
+        assert marked is not None  # the worker marks what leaves: pass and tag
         if action == "tag":
             record["banner"] = "yes" if marked.banner else "no"
             if marked.changed:
@@ -478,21 +656,26 @@ class Gateway:
         return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
 
     async def scan(
-        self, clean: bytes, envelope: Envelope, record: dict[str, Any]
-    ) -> Verdict | None:
-        """The engine's verdict; None when the scan failed (counted, and said in record)."""
+        self, raw: bytes, envelope: Envelope, record: dict[str, Any], handling: actions.Handling
+    ) -> Processed | None:
+        """The worker's result: our incoming fields stripped, the verdict, the decision and
+        the message as it leaves, all done in the worker within the budget, none of it on
+        the event loop. None when the scan failed (counted, and said in record); ScanOverrun
+        when the message crossed its budget (the caller applies limits.on_overrun)."""
         t_scan = time.monotonic()
         try:
-            verdict = await self.scans.scan(clean, envelope)
-            if verdict.status == "error":
-                raise ScanError(verdict.error or "engine reported an error")
+            done = await self.scans.process(raw, envelope, handling)
+            if done.verdict.status == "error":
+                raise ScanError(done.verdict.error or "engine reported an error")
+            return done
+        except ScanOverrun:
+            raise
         except ScanError as exc:
             self.metrics.scan_errors.inc()
             record.update(verdict="error", error=str(exc))
             return None
         finally:
             self.metrics.scan_seconds.observe(time.monotonic() - t_scan)
-        return verdict
 
     def note_decision(self, decision: actions.Decision, record: dict[str, Any]) -> None:
         """The decision into the message's log line and the metrics."""
@@ -507,6 +690,45 @@ class Gateway:
             rules=",".join(f"{f.rule}={f.score:.2f}" for f in verdict.findings) or None,
         )
         self.metrics.messages.labels(verdict.verdict, decision.action).inc()
+
+    def note_overrun(self, reason: str, record: dict[str, Any]) -> str:
+        """The overrun into the log line and the metrics; returns `limits.on_overrun`."""
+        on_overrun = self.config.limits.on_overrun
+        self.metrics.scan_overruns.inc()
+        record.update(verdict="overrun", action=on_overrun, error=reason)
+        self.metrics.messages.labels("overrun", on_overrun).inc()
+        return on_overrun
+
+    async def overrun_marked(self, raw: bytes, verdict: Verdict) -> bytes:
+        """An overrun message tagged: header fields only, since a banner would walk the very
+        message that overran its budget. (The strip is linear, in a thread: this path is
+        taken only where the admin chose tag.)"""
+        clean = await asyncio.to_thread(actions.strip_for, self.settings, raw)
+        fields = [("X-Brandgate-Status", "overrun"), *actions.tag_fields(verdict)]
+        return actions.prepend(clean, fields)
+
+    async def _overrun(
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        options: tuple[str, ...],
+        xforward: dict[str, str],
+        smtputf8: bool,
+        reason: str,
+        record: dict[str, Any],
+    ) -> str:
+        """What `limits.on_overrun` says: tempfail (451), quarantine, or tag and relay.
+        Crossing the budget is the message's doing: fail_open does not apply here, or a
+        message could buy its way past the scan by being expensive."""
+        on_overrun = self.note_overrun(reason, record)
+        if on_overrun == "tempfail":
+            return OVERRUN_REPLY
+        verdict = Verdict.for_overrun(reason, on_overrun)
+        if on_overrun == "quarantine":
+            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
+        record["banner"] = "no"
+        data = await self.overrun_marked(raw, verdict)
+        return await self._relay(data, envelope, options, xforward, smtputf8, record)
 
     async def _relay(
         self,

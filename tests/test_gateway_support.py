@@ -189,6 +189,7 @@ def running_gateway(
     factory: Any = fake_factory,
     metrics: str = "",
     extra: str = "",
+    workers: int = 1,
 ) -> Iterator[ThreadedGateway]:
     cfg = config_dir(tmp, gateway, engine, extra)
     config = load_config(cfg)
@@ -198,7 +199,7 @@ def running_gateway(
         "mode": mode,
         "quarantine_dir": str(tmp / "quarantine"),
         "metrics": metrics,
-        "workers": 1,
+        "workers": workers,
     }
     settings = with_overrides(from_config(config), **overrides)
     gw = Gateway(
