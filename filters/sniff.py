@@ -33,6 +33,8 @@ _MAIL_FIELDS = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 SNIFF_BYTES = 64 * 1024
+# Header fields and their continuation lines, then what the window cut of the next line.
+_FIELD_LINES = re.compile(rb"(?:(?:[!-9;-~]+[ \t]*:|[ \t])[^\r\n]*\r?\n)+[^\r\n]*")
 
 
 def not_mail(raw: bytes) -> str | None:
@@ -51,9 +53,16 @@ def not_mail(raw: bytes) -> str | None:
     block = re.split(rb"\r?\n\r?\n", body, maxsplit=1)[0]
     if b"\x00" in block:
         return "binary data"
-    if not _MAIL_FIELDS.search(block):
+    if not _MAIL_FIELDS.search(block) and not _padded_header(raw, body, block):
         return "text without a mail header"
     return None
+
+
+def _padded_header(raw: bytes, body: bytes, block: bytes) -> bool:
+    """A header block that runs past the window with nothing but fields: mail padded with
+    thousands of fields to push From and Subject out of sight. It is scanned (the engine
+    still reads the vital fields, and says what it cut), or padding would hide any phish."""
+    return len(raw) > SNIFF_BYTES and block == body and _FIELD_LINES.fullmatch(block) is not None
 
 
 NOT_MAIL = "not-mail"  # Verdict.status of a file that was not scanned because it is no mail

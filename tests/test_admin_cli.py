@@ -311,6 +311,11 @@ def test_non_mail_files_are_not_scanned_as_mail_defect_9(
         assert records[name]["findings"] == [] and records[name]["verdict"] == "pass"
     assert records["real.eml"]["status"] == "ok" and records["real.eml"]["verdict"] != "pass"
     assert not_mail(b"\n\n   \n") == "only white space"
+    # Padding pushes the mail fields past the sniffed window: still mail, still scanned ...
+    padded = b"".join(b"X-Pad-%d: v\r\n" % i for i in range(11_000)) + PHISH.read_bytes()
+    assert not_mail(padded) is None
+    # ... but a long text that is no header block is not.
+    assert not_mail(b"Offers and gift cards for you.\n" * 4000) == "text without a mail header"
     code, out, _ = run(capsys, "scan", str(folder))
     assert "not mail: 4 files" in out
 
