@@ -19,6 +19,7 @@ from filters.context import Context
 from filters.explain import summarise
 from filters.features import extract
 from filters.parse import parse
+from filters.qr import decode as decode_codes
 from filters.scoring import decide, score
 from filters.types import AuthResult, BrandClaim, Envelope, Features, Finding, Parsed, Verdict
 
@@ -63,8 +64,9 @@ class Engine:
 
     def analyse(self, raw: bytes, envelope: Envelope | None = None) -> Analysis:
         cfg = self.config
-        parsed = parse(raw, cfg.limits)
+        parsed = parse(raw, cfg.limits, cfg.qr)
         dkim = self._dkim(raw)
+        codes = decode_codes(parsed, cfg.qr)
         features = extract(
             parsed,
             envelope=envelope,
@@ -72,6 +74,7 @@ class Engine:
             lists=cfg.lists,
             limits=cfg.limits,
             dkim_results=dkim or (),
+            qr=codes,
         )
         claim = find_claim(features, self.context)
         findings = run_checks(features, claim, self.context)

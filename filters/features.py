@@ -14,6 +14,7 @@ import re
 from filters import domains
 from filters.auth import parse_authentication_results
 from filters.html import HtmlDoc, analyse_html
+from filters.qr import Decoded, code_urls
 from filters.registry import Lists
 from filters.text import normalise
 from filters.types import Address, AuthResult, Envelope, Features, Limits, Parsed, Part
@@ -251,14 +252,17 @@ def extract(
     lists: Lists,
     limits: Limits,
     dkim_results: tuple[AuthResult, ...] = (),
+    qr: Decoded | None = None,
 ) -> Features:
-    """Everything the checks look at, from one parsed message."""
+    """Everything the checks look at, from one parsed message (and its decoded QR codes)."""
     heads = _index(parsed)
     from_addr = _first_address(heads, "From")
     subject = heads.get("subject", [""])[0]
     links, pieces, alts = _links_and_text(parsed, lists, limits)
+    _qr_links(links, qr)
     body, body_capped = _body(pieces, limits.max_text_chars)
     hits = dict.fromkeys(parsed.limit_hits)
+    hits.update(dict.fromkeys(qr.hits if qr is not None else ()))
     if links.capped:
         hits.setdefault("max_links", None)
     if body_capped:
@@ -287,7 +291,18 @@ def extract(
         list_headers="list-id" in heads or "list-unsubscribe" in heads,
         mailing_list=any(h in heads for h in _LIST_HEADERS),
         message_id_domain=_message_id_domain(heads),
+        qr_codes=tuple(qr.codes) if qr is not None else (),
+        headers=parsed.headers,
     )
+
+
+def _qr_links(links: LinkSet, qr: Decoded | None) -> None:
+    """A URL in a QR code is a link like any other, where = "qr", after the body's links."""
+    if qr is None:
+        return
+    for code in qr.codes:
+        for url in code_urls(code.text):
+            links.add(url, "qr")
 
 
 _MESSAGE_ID = re.compile(r"<?[^<>@\s]{0,256}@([A-Za-z0-9.-]{1,253})>?")

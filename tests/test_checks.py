@@ -17,12 +17,13 @@ from filters.checks import (
     link_mismatch,
     links_suspicious,
     lure,
+    qr,
     reply_to,
     structure,
 )
 from filters.context import AccessList, AccessLists
 from filters.registry import Esp
-from filters.types import AuthResult, Features, Finding, Part
+from filters.types import AuthResult, Features, Finding, Part, QrCode
 from tests.factories import CTX, addr, claim, dkim_pass, features, link
 
 
@@ -399,6 +400,46 @@ def test_from_malformed_silent_for_an_ordinary_address() -> None:
 def test_limit_exceeded_is_a_finding() -> None:
     f = replace(features(), limit_hits=("max_parts",))
     assert rules_of(_run(structure, f, None)) == {"LIMIT_EXCEEDED"}
+
+
+# --------------------------------------------------------------------- qr
+
+
+def test_qr_code_link_fires_and_names_where_the_code_was() -> None:
+    url = "https://amaz0n-verify.top/login"
+    f = features(
+        "billing@docs-mailer.example",
+        display="Amazon",
+        links=(link(url, where="qr"),),
+        qr_codes=(QrCode(url, "QRCode", "invoice.pdf, page 1"),),
+    )
+    found = _run(qr, f, claim())
+    assert rules_of(found) == {"QR_CODE_LINK"}
+    assert found[0].evidence == (f"QR code in invoice.pdf, page 1 → {url}",)
+    assert found[0].factor == 1.0  # the code is the only way to act: the quishing pattern
+
+
+def test_qr_code_link_silent_for_the_brands_own_page_and_for_text_codes() -> None:
+    # Near misses: Amazon's own app link in Amazon's code; a code holding a Wi-Fi login.
+    own = "https://www.amazon.com/app"
+    f = features(
+        "ship@amazon.com",
+        links=(link(own, where="qr"),),
+        qr_codes=(
+            QrCode(own, "QRCode", "image app.png"),
+            QrCode("WIFI:S:Guest;T:WPA;P:secret;;", "QRCode", "image wifi.png"),
+        ),
+    )
+    assert _run(qr, f, claim()) == []
+
+
+def test_qr_code_link_beside_ordinary_links_counts_less() -> None:
+    url = "https://tickets.example/t/123"
+    f = features(
+        links=(link("https://events.example/"), link(url, where="qr")),
+        qr_codes=(QrCode(url, "QRCode", "ticket.pdf, page 1"),),
+    )
+    assert [x.factor for x in _run(qr, f, None)] == [0.6]
 
 
 # --------------------------------------------------------------------- meta

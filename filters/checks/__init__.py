@@ -34,6 +34,7 @@ def _load() -> tuple[Check, ...]:
         links_suspicious,
         lookalike,
         lure,
+        qr,
         reply_to,
         structure,
     )
@@ -49,6 +50,7 @@ def _load() -> tuple[Check, ...]:
         reply_to,  # Reply-To diverging from From
         structure,  # limits crossed, forms, HTML attachments
         allow_block,  # the admin's allow and block lists (config/allow_block.toml)
+        qr,  # links carried by QR and 2-D codes in images and PDFs
     ]
     return tuple(cast(Check, m) for m in modules)
 
