@@ -10,6 +10,7 @@ inside the last angle brackets; everything before them is the display name.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from filters import domains
 from filters.auth import parse_authentication_results
@@ -252,17 +253,14 @@ def extract(
     lists: Lists,
     limits: Limits,
     dkim_results: tuple[AuthResult, ...] = (),
-    qr: Decoded | None = None,
 ) -> Features:
-    """Everything the checks look at, from one parsed message (and its decoded QR codes)."""
+    """Everything the checks look at, from one parsed message."""
     heads = _index(parsed)
     from_addr = _first_address(heads, "From")
     subject = heads.get("subject", [""])[0]
     links, pieces, alts = _links_and_text(parsed, lists, limits)
-    _qr_links(links, qr)
     body, body_capped = _body(pieces, limits.max_text_chars)
     hits = dict.fromkeys(parsed.limit_hits)
-    hits.update(dict.fromkeys(qr.hits if qr is not None else ()))
     if links.capped:
         hits.setdefault("max_links", None)
     if body_capped:
@@ -291,18 +289,25 @@ def extract(
         list_headers="list-id" in heads or "list-unsubscribe" in heads,
         mailing_list=any(h in heads for h in _LIST_HEADERS),
         message_id_domain=_message_id_domain(heads),
-        qr_codes=tuple(qr.codes) if qr is not None else (),
         headers=parsed.headers,
     )
 
 
-def _qr_links(links: LinkSet, qr: Decoded | None) -> None:
-    """A URL in a QR code is a link like any other, where = "qr", after the body's links."""
-    if qr is None:
-        return
+def with_qr(f: Features, qr: Decoded, lists: Lists, limits: Limits) -> Features:
+    """The features with the decoded QR codes: each URL in a code is a link like any other
+    (where = "qr", after the body's links, within max_links), and the limits decoding
+    crossed are limit hits."""
+    if not qr.codes and not qr.hits:
+        return f
+    links = LinkSet(limits.max_links, lists.redirect_params, list(f.links))
     for code in qr.codes:
         for url in code_urls(code.text):
             links.add(url, "qr")
+    hits = dict.fromkeys(f.limit_hits)
+    hits.update(dict.fromkeys(qr.hits))
+    if links.capped:
+        hits.setdefault("max_links", None)
+    return replace(f, links=tuple(links.links), qr_codes=tuple(qr.codes), limit_hits=tuple(hits))
 
 
 _MESSAGE_ID = re.compile(r"<?[^<>@\s]{0,256}@([A-Za-z0-9.-]{1,253})>?")

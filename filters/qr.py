@@ -17,6 +17,7 @@ import atexit
 import base64
 import binascii
 import contextlib
+import hashlib
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,11 @@ RETRY_SECONDS = 30.0  # after the decoder failed to start, before trying again
 _DATA_IMAGE = re.compile(
     r"data:image/(?:png|jpe?g|gif|webp|bmp);base64,([A-Za-z0-9+/=\s]{64,})", re.IGNORECASE
 )
+_DATA_HINT = re.compile(r"data:image/", re.IGNORECASE)
 _SETTING_KEYS = ("max_images", "max_pdf_pages", "max_image_pixels", "scan_pixels", "pdf_dpi")
+CACHE_ENTRIES = 1024  # decoded payloads remembered by content (logos, campaign images repeat)
+# Hits that depend on the rest of the message, not on the payload: such answers are not cached.
+_MESSAGE_HITS = frozenset({"qr.max_images", "qr.max_pdf_pages", "qr.max_seconds"})
 
 
 @dataclass(slots=True)
@@ -49,9 +55,10 @@ class Decoded:
 
     codes: list[QrCode] = field(default_factory=list)
     hits: list[str] = field(default_factory=list)
-    payloads: int = 0  # images and PDFs handed to the decoder
+    payloads: int = 0  # images and PDFs handed to the decoder (not those found in the cache)
     seconds: float = 0.0  # wall time spent on them (decoder start not included)
     decoder_cpu: float = 0.0  # CPU seconds the decoder process reported
+    decoder_rss_mb: float = 0.0  # the decoder process's peak resident memory so far
 
 
 # --------------------------------------------------------------------------- payloads
@@ -63,7 +70,7 @@ def html_images(htmls: tuple[str, ...], room: int, max_bytes: int) -> tuple[list
     out: list[Payload] = []
     used = 0
     for markup in htmls:
-        if "data:image" not in markup[:10_000_000].lower():
+        if _DATA_HINT.search(markup) is None:  # most HTML has none: one C-level scan
             continue
         for match in _DATA_IMAGE.finditer(markup):
             data = _b64(match.group(1))
@@ -198,52 +205,83 @@ class _Process:
                 return None
             self.buffer += chunk
 
-    def run(
-        self, items: list[Payload], settings: QrSettings, out: Decoded
-    ) -> list[dict[str, Any] | None]:
-        """One frame per item (None for an item the decoder did not finish)."""
-        with self.lock:
-            if self.proc is not None and (
-                self.pid != os.getpid()
-                or self.proc.poll() is not None
-                or self.memory_mb != settings.max_memory_mb
-            ):
-                self.stop() if self.pid == os.getpid() else self.forget()
-            proc = self.proc or self._start(settings.max_memory_mb)
-            if proc is None or proc.stdin is None:
-                out.hits.append("qr.decoder_failed")
-                return [None] * len(items)
-            start = time.monotonic()
-            results: list[dict[str, Any] | None] = [None] * len(items)
-            request = {
-                "settings": {k: getattr(settings, k) for k in _SETTING_KEYS},
-                "seconds": settings.max_seconds,
-                "items": [{"kind": p.kind, "size": len(p.data)} for p in items],
-            }
-            deadline = start + settings.max_seconds + GRACE_SECONDS
-            blobs = [frame(request), *(p.data for p in items)]
-            if not _write(proc.stdin.fileno(), blobs, deadline):
-                timed_out = time.monotonic() >= deadline
-                self.stop()
-                out.hits.append("qr.max_seconds" if timed_out else "qr.decoder_failed")
-                return results
-            while True:
-                answer = self._read(deadline)
+    def send(self, items: list[Payload], settings: QrSettings, out: Decoded) -> _Job:
+        """Hand the items to the decoder and return at once; the caller then does its own
+        work while the decoder (another process, another core) decodes, and ends with
+        `receive`. Holds the lock from here to there: one message at a time."""
+        self.lock.acquire()
+        try:
+            return self._send(items, settings, out)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _send(self, items: list[Payload], settings: QrSettings, out: Decoded) -> _Job:
+        job = _Job(items, time.monotonic(), settings.max_seconds + GRACE_SECONDS)
+        if self.proc is not None and (
+            self.pid != os.getpid()
+            or self.proc.poll() is not None
+            or self.memory_mb != settings.max_memory_mb
+        ):
+            self.stop() if self.pid == os.getpid() else self.forget()
+        proc = self.proc or self._start(settings.max_memory_mb)
+        if proc is None or proc.stdin is None:
+            out.hits.append("qr.decoder_failed")
+            job.sent = False
+            return job
+        job.start = time.monotonic()  # the decoder's own start is not the message's time
+        request = {
+            "settings": {k: getattr(settings, k) for k in _SETTING_KEYS},
+            "seconds": settings.max_seconds,
+            "items": [{"kind": p.kind, "size": len(p.data)} for p in items],
+        }
+        if not _write(proc.stdin.fileno(), [frame(request), *(p.data for p in items)], job.end):
+            self._fail(job, out)
+        return job
+
+    def receive(self, job: _Job, out: Decoded) -> list[dict[str, Any] | None]:
+        """One answer per item (None for an item the decoder did not finish)."""
+        try:
+            while job.sent:
+                answer = self._read(job.end)
                 if answer is None:
                     # Out of time (a page that parses for minutes) or dead: stop it; the next
                     # message starts a fresh one.
-                    timed_out = time.monotonic() >= deadline
-                    self.stop()
-                    out.hits.append("qr.max_seconds" if timed_out else "qr.decoder_failed")
+                    self._fail(job, out)
                     break
                 if answer.get("done"):
                     out.decoder_cpu += float(answer.get("cpu", 0.0))
+                    out.decoder_rss_mb = float(answer.get("rss_mb", 0.0))
                     break
                 index = answer.get("item")
-                if isinstance(index, int) and 0 <= index < len(results):
-                    results[index] = answer
-            out.seconds += time.monotonic() - start
-            return results
+                if isinstance(index, int) and 0 <= index < len(job.results):
+                    job.results[index] = answer
+            out.seconds += time.monotonic() - job.start
+            return job.results
+        finally:
+            self.lock.release()
+
+    def _fail(self, job: _Job, out: Decoded) -> None:
+        timed_out = time.monotonic() >= job.end
+        self.stop()
+        out.hits.append("qr.max_seconds" if timed_out else "qr.decoder_failed")
+        job.sent = False
+
+
+@dataclass(slots=True)
+class _Job:
+    items: list[Payload]
+    start: float
+    budget: float  # seconds from `start` before the decoder is stopped
+    sent: bool = True
+    results: list[dict[str, Any] | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+
+    @property
+    def end(self) -> float:
+        return self.start + self.budget
 
 
 def _write(fd: int, blobs: list[bytes], deadline: float) -> bool:
@@ -273,41 +311,172 @@ def _json(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class _Cache:
+    """Answers by payload content and settings, least recently used out first. A payload seen
+    before costs no decoding, so it does not count against the message's image and page caps
+    either (which bound work): only when a message crosses those caps can its codes depend on
+    what came before."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+
+    @staticmethod
+    def key(payload: Payload, settings: QrSettings) -> bytes:
+        h = hashlib.sha256(payload.kind.encode())
+        h.update(repr([getattr(settings, k) for k in _SETTING_KEYS]).encode())
+        h.update(payload.data)
+        return h.digest()
+
+    def get(self, key: bytes) -> dict[str, Any] | None:
+        with self.lock:
+            answer = self.entries.get(key)
+            if answer is not None:
+                self.entries.move_to_end(key)
+            return answer
+
+    def put(self, key: bytes, answer: dict[str, Any]) -> None:
+        if _MESSAGE_HITS.intersection(answer.get("hits", ())):
+            return
+        with self.lock:
+            self.entries[key] = answer
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
 _PROCESS = _Process()
+_CACHE = _Cache()
 os.register_at_fork(after_in_child=_PROCESS.forget)
 atexit.register(_PROCESS.stop)
 
 
-def decode(parsed: Parsed, settings: QrSettings) -> Decoded:
-    """The codes in the message's images and PDF pages. Never raises."""
-    out = Decoded()
-    if not settings.enabled:
+@dataclass(slots=True)
+class Stats:
+    """What decoding cost this process so far (for benchmarks and metrics)."""
+
+    messages: int = 0  # messages that carried an image or a PDF
+    payloads: int = 0  # images and PDFs seen
+    decoded: int = 0  # of them, handed to the decoder (the rest came from the cache)
+    codes: int = 0
+    seconds: float = 0.0  # wall time from handing them over to having the answers
+    decoder_cpu: float = 0.0
+    decoder_rss_mb: float = 0.0
+    hits: dict[str, int] = field(default_factory=dict)
+
+
+STATS = Stats()
+
+
+def _count(items: int, out: Decoded) -> None:
+    STATS.messages += 1
+    STATS.payloads += items
+    STATS.decoded += out.payloads
+    STATS.codes += len(out.codes)
+    STATS.seconds += out.seconds
+    STATS.decoder_cpu += out.decoder_cpu
+    STATS.decoder_rss_mb = max(STATS.decoder_rss_mb, out.decoder_rss_mb)
+    for hit in out.hits:
+        STATS.hits[hit] = STATS.hits.get(hit, 0) + 1
+
+
+def reset_stats() -> None:
+    global STATS
+    STATS = Stats()
+
+
+class Pending:
+    """Decoding under way for one message; `result()` waits for it (and must be called:
+    until then this process's decoder is reserved for this message)."""
+
+    def __init__(self, settings: QrSettings) -> None:
+        self.settings = settings
+        self.out = Decoded()
+        self.items: list[Payload] = []
+        self.answers: list[dict[str, Any] | None] = []
+        self.keys: list[bytes] = []
+        self.todo: list[int] = []
+        self.job: _Job | None = None
+        self.done = False
+
+    def start(self, parsed: Parsed) -> None:
+        self.items = _payloads(parsed, self.settings, self.out)
+        self.keys = [_CACHE.key(p, self.settings) for p in self.items]
+        self.answers = [_CACHE.get(k) for k in self.keys]
+        self.todo = [i for i, a in enumerate(self.answers) if a is None]
+        if self.todo:
+            self.out.payloads = len(self.todo)
+            todo = [self.items[i] for i in self.todo]
+            self.job = _PROCESS.send(todo, self.settings, self.out)
+
+    def result(self) -> Decoded:
+        if self.done:
+            return self.out
+        self.done = True
+        out = self.out
+        try:
+            if self.job is not None:
+                fresh = _PROCESS.receive(self.job, out)
+                for i, answer in zip(self.todo, fresh, strict=True):
+                    self.answers[i] = answer
+                    if answer is not None:
+                        _CACHE.put(self.keys[i], answer)
+            for payload, answer in zip(self.items, self.answers, strict=True):
+                if answer is not None:
+                    _take(payload, answer, out)
+        except Exception:  # decoding is evidence, never a reason for the scan to fail
+            out.hits.append("qr.decoder_failed")
+        out.hits = list(dict.fromkeys(out.hits))
+        if self.items:
+            _count(len(self.items), out)
         return out
-    try:
-        room = settings.max_images * 4 - sum(1 for p in parsed.payloads if p.kind == "image")
-        used = sum(len(p.data) for p in parsed.payloads)
-        inline, cut = html_images(parsed.htmls, max(0, room), settings.max_bytes - used)
-        if cut:
-            out.hits.append("qr.max_images" if len(inline) >= room else "qr.max_bytes")
-        items = [*parsed.payloads, *inline]
-        if not items:
-            return out
-        out.payloads = len(items)
-        for payload, answer in zip(items, _PROCESS.run(items, settings, out), strict=True):
-            if answer is None:
-                continue
-            out.hits.extend(str(h) for h in answer.get("hits", ()))
-            for code in answer.get("codes", ()):
-                text = str(code.get("text", ""))
-                source = describe(payload, str(code.get("page", "")))
-                out.codes.append(QrCode(text, str(code.get("format", "")), source))
-    except Exception:  # decoding is evidence, never a reason for the scan to fail
-        out.hits.append("qr.decoder_failed")
-    out.hits = list(dict.fromkeys(out.hits))
-    return out
+
+
+def submit(parsed: Parsed, settings: QrSettings) -> Pending:
+    """Start decoding the codes in the message's images and PDF pages. Never raises."""
+    pending = Pending(settings)
+    if settings.enabled:
+        try:
+            pending.start(parsed)
+        except Exception:
+            pending.out.hits.append("qr.decoder_failed")
+    return pending
+
+
+def decode(parsed: Parsed, settings: QrSettings) -> Decoded:
+    """The codes in the message's images and PDF pages, waited for. Never raises."""
+    return submit(parsed, settings).result()
+
+
+def _payloads(parsed: Parsed, settings: QrSettings, out: Decoded) -> list[Payload]:
+    """The parts parse kept, then the data: images of the HTML, within the same caps."""
+    room = settings.max_images * 4 - sum(1 for p in parsed.payloads if p.kind == "image")
+    used = sum(len(p.data) for p in parsed.payloads)
+    inline, cut = html_images(parsed.htmls, max(0, room), settings.max_bytes - used)
+    if cut:
+        out.hits.append("qr.max_images" if len(inline) >= room else "qr.max_bytes")
+    return [*parsed.payloads, *inline]
+
+
+def _take(payload: Payload, answer: dict[str, Any], out: Decoded) -> None:
+    out.hits.extend(str(h) for h in answer.get("hits", ()))
+    for code in answer.get("codes", ()):
+        text = str(code.get("text", ""))
+        source = describe(payload, str(code.get("page", "")))
+        out.codes.append(QrCode(text, str(code.get("format", "")), source))
 
 
 def shutdown() -> None:
-    """Stop this process's decoder (tests, and front doors that reload)."""
+    """Stop this process's decoder and forget what it decoded (tests, benchmarks)."""
     with _PROCESS.lock:
         _PROCESS.stop()
+    _CACHE.clear()
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -79,7 +79,9 @@ class Decoder:
     # --- codes in a picture ---
 
     def codes(self, image: Any) -> list[dict[str, str]]:
-        found = self.zx.read_barcodes(image, formats=self.formats)
+        # QR, Data Matrix and Aztec finders work at any angle; try_rotate would only add the
+        # quarter turns of PDF417, at a third more time for every image.
+        found = self.zx.read_barcodes(image, formats=self.formats, try_rotate=False)
         out = []
         for code in found[:MAX_CODES]:
             text = code.text[:MAX_TEXT]
@@ -165,7 +167,15 @@ class Decoder:
             w, h = page.get_size()
             area = max(1.0, float(w) * float(h))
             scale = min(int(self.s["pdf_dpi"]) / 72.0, math.sqrt(int(self.s["scan_pixels"]) / area))
-            bitmap = page.render(scale=scale, grayscale=True, may_draw_forms=False)
+            # No anti-aliasing: crisper module edges, and a fifth less time per page.
+            bitmap = page.render(
+                scale=scale,
+                grayscale=True,
+                may_draw_forms=False,
+                no_smoothtext=True,
+                no_smoothimage=True,
+                no_smoothpath=True,
+            )
             try:
                 return self.codes(bitmap.to_pil().convert("L"))
             finally:
@@ -228,8 +238,17 @@ def serve(inp: IO[bytes], out: IO[bytes], clock: Callable[[], float] = time.proc
             result = decoder.one(str(item["kind"]), data)
             out.write(frame({"item": index, **result}))
             out.flush()
-        out.write(frame({"done": True, "cpu": clock() - start}))
+        out.write(frame({"done": True, "cpu": clock() - start, "rss_mb": _peak_rss_mb()}))
         out.flush()
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return 0.0
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ class QrSettings:
     scan_pixels: int = 2_000_000  # images and pages are scaled to at most this for decoding
     max_bytes: int = 8 * 1024 * 1024  # image and PDF bytes kept per message for decoding
     max_seconds: float = 2.0  # wall time per message; the decoder process is stopped after it
-    pdf_dpi: int = 150  # rendering resolution of PDF pages (before the scan_pixels cap)
+    pdf_dpi: int = 100  # rendering resolution of PDF pages (before the scan_pixels cap)
     max_memory_mb: int = 1024  # address space of the decoder process
 
 

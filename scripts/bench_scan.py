@@ -2,6 +2,11 @@
 
     scripts/bench [CORPUS_DIR] [--repeat N] [--no-cli] [--json FILE]
 
+QR decoding (filters/qr.py) is measured on its own: the engine with [qr] on and off, runs
+interleaved in this process by wall time (the decoder is another process, so this process's
+CPU time would leave it out), its cache emptied before each run; and `brandgate scan` with
+QR off beside it for peak memory. The decoder process reports its own CPU time and peak RSS.
+
 Floor: the stdlib parse of the same messages (BytesParser(policy=policy.default)) plus
 get_content() of every text/* part: what any Python scanner pays before it checks anything.
 Messages are read into memory before any timing, so disk is excluded from the in-process
@@ -16,8 +21,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -27,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.loader import load_config  # noqa: E402
+from filters import qr  # noqa: E402
+from filters.engine import Engine  # noqa: E402
 from gateway.archive import Item, iter_messages  # noqa: E402
 from gateway.parallel import engine_from_config, scan_items  # noqa: E402
 
@@ -34,6 +43,7 @@ TARGET_RATE = 500.0
 TARGET_RATIO = 0.6
 TARGET_SCALING = 1.8
 TARGET_RSS_MB = 300.0
+TARGET_QR_RATIO = 0.9
 
 
 def floor_one(raw: bytes) -> int:
@@ -65,10 +75,11 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return best_wall, best_cpu
 
 
-def run_cli(corpus: Path, jobs: int) -> tuple[float, float, int]:
+def run_cli(corpus: Path, jobs: int, config: str | None = None) -> tuple[float, float, int]:
     """(seconds, peak RSS in MB of the command and its waited-for workers, exit status)."""
     cmd = [sys.executable, "-m", "gateway.cli", "scan", str(corpus)]
     cmd += ["--jobs", str(jobs), "--format", "jsonl", "--quiet", "--output", os.devnull]
+    cmd += ["--config", config] if config else []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # wait4 gives this child's own rusage, not the maximum over every child we ever ran.
@@ -118,15 +129,75 @@ def measure(corpus: Path, repeat: int, cli: bool) -> dict[str, Any]:
     res["load_before"] = os.getloadavg()[0]
     res["floor_s"], res["floor_cpu_s"] = timed(floor, repeat)
     res["engine_s"], res["engine_cpu_s"] = timed(engine_run, repeat)
+    res.update(measure_qr(raws, config, repeat))
     res["jobs1_s"], _ = timed(pipeline(1), repeat)
     res["jobs2_s"], _ = timed(pipeline(2), repeat)
     if cli:
         res["cli1_s"], res["cli1_rss_mb"], res["cli1_rc"] = run_cli(corpus, 1)
         res["cli2_s"], res["cli2_rss_mb"], res["cli2_rc"] = run_cli(corpus, 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "brandgate.toml").write_text("[qr]\nenabled = false\n")
+            res["cli1off_s"], res["cli1off_rss_mb"], _ = run_cli(corpus, 1, tmp)
     res["load_after"] = os.getloadavg()[0]
     for key in [k for k in res if k.endswith("_s")]:
         res[key[:-2] + "_rate"] = n / res[key]
     return res
+
+
+def measure_qr(raws: list[bytes], config: Any, repeat: int) -> dict[str, Any]:
+    """The engine with QR decoding on and off, interleaved (best of `repeat` each, wall and
+    CPU; the decoder's CPU added to the on runs), and what the decoder did in one run."""
+    on = Engine(config)
+    off = Engine(replace(config, qr=replace(config.qr, enabled=False)))
+    for engine in (on, off):
+        for raw in raws[:50]:  # warm both, and start the decoder before any timing
+            engine.scan(raw)
+    best: dict[str, float] = {}
+    stats = qr.STATS
+    for _ in range(max(2, repeat)):
+        for name, engine in (("qroff", off), ("qron", on)):
+            qr.clear_cache()  # every run a first pass: only a run's own repeats are cached
+            qr.reset_stats()
+            wall, cpu = time.perf_counter(), time.process_time()
+            for raw in raws:
+                engine.scan(raw).to_dict()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if name == "qron":
+                cpu += qr.STATS.decoder_cpu
+                stats = qr.STATS
+            best[f"{name}_s"] = min(best.get(f"{name}_s", float("inf")), wall)
+            best[f"{name}_cpu_s"] = min(best.get(f"{name}_cpu_s", float("inf")), cpu)
+    return {
+        **best,
+        "qr_messages": stats.messages,
+        "qr_payloads": stats.payloads,
+        "qr_decoded": stats.decoded,
+        "qr_codes": stats.codes,
+        "qr_wait_s": stats.seconds,
+        "qr_decoder_cpu_s": stats.decoder_cpu,
+        "qr_decoder_rss_mb": stats.decoder_rss_mb,
+        "qr_hits": dict(stats.hits),
+    }
+
+
+def qr_lines(res: dict[str, Any]) -> list[str]:
+    n = res["messages"]
+    ratio = res["qron_rate"] / res["qroff_rate"]
+    cpu_ratio = res["qron_cpu_rate"] / res["qroff_cpu_rate"]
+    per = 1000.0 * res["qr_wait_s"] / max(1, res["qr_decoded"])
+    share = res["qr_wait_s"] / res["qron_s"]
+    hits = ", ".join(f"{k} {v}" for k, v in sorted(res["qr_hits"].items())) or "none"
+    return [
+        f"QR decoding: {res['qr_messages']} of {n} messages carry images or PDFs; "
+        f"{res['qr_payloads']} payloads, {res['qr_decoded']} decoded "
+        f"({res['qr_payloads'] - res['qr_decoded']} from the cache), "
+        f"{res['qr_wait_s']:.2f} s waited ({per:.1f} ms each, {share:.0%} of the scan), "
+        f"decoder CPU {res['qr_decoder_cpu_s']:.2f} s, {res['qr_codes']} codes; "
+        f"limits: {hits}",
+        f"scan with QR on / off (engine, 1 process, wall, interleaved): {ratio:.2f}   "
+        f"target >= {TARGET_QR_RATIO}: {verdict(ratio >= TARGET_QR_RATIO)}",
+        f"  same by CPU time, decoder process included: {cpu_ratio:.2f}",
+    ]
 
 
 def verdict(ok: bool) -> str:
@@ -152,11 +223,14 @@ def report(res: dict[str, Any]) -> str:
     row("  same, by CPU time", "floor_cpu")
     row("engine.scan in-process, preloaded bytes", "engine")
     row("  same, by CPU time", "engine_cpu")
+    row("engine.scan, QR decoding off (wall)", "qroff")
+    row("engine.scan, QR decoding on (wall)", "qron")
     row("scan_items --jobs 1, preloaded", "jobs1")
     row("scan_items --jobs 2, preloaded (pool start)", "jobs2")
     if "cli1_s" in res:
         row("brandgate scan --jobs 1 (end to end)", "cli1")
         row("brandgate scan --jobs 2 (end to end)", "cli2")
+        row("brandgate scan --jobs 1, QR off (end to end)", "cli1off")
     ratio = res["engine_cpu_rate"] / res["floor_cpu_rate"]
     scaling = res["jobs2_rate"] / res["jobs1_rate"]
     rate = res["engine_cpu_rate"]
@@ -169,6 +243,7 @@ def report(res: dict[str, Any]) -> str:
         f"{TARGET_RATE:.0f}: {verdict(rate >= TARGET_RATE)}",
         f"jobs 2 / jobs 1 (scan_items, preloaded): {scaling:.2f}   target ~{TARGET_SCALING}: "
         f"{verdict(scaling >= TARGET_SCALING)}",
+        *qr_lines(res),
     ]
     if "cli1_s" in res:
         cli_scaling = res["cli2_rate"] / res["cli1_rate"]
@@ -177,6 +252,8 @@ def report(res: dict[str, Any]) -> str:
             f"jobs 2 / jobs 1 (CLI end to end): {cli_scaling:.2f}",
             f"peak RSS, brandgate scan --jobs 1 --format jsonl: {rss:.0f} MB   target < "
             f"{TARGET_RSS_MB:.0f}: {verdict(rss < TARGET_RSS_MB and res['cli1_rc'] == 0)}",
+            f"peak RSS with QR off: {res['cli1off_rss_mb']:.0f} MB; QR decoder process: "
+            f"{res['qr_decoder_rss_mb']:.0f} MB (its own, at most qr.max_memory_mb)",
         ]
     lines.append(f"load average during the run: up to {load:.1f} on {res['cpus']} CPUs")
     if load > (res["cpus"] or 1):
