@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from filters.context import AccessList, AccessLists
+from filters.marketplace import MarketplaceProfile
 from filters.registry import Brand, BrandRegistry, Esp, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
 from filters.types import VERDICTS, Limits, QrSettings
@@ -142,6 +143,8 @@ class Config:
     origin: dict[str, str] = field(default_factory=dict)
     # [qr]: decoding QR and 2-D codes in images and PDFs
     qr: QrSettings = field(default_factory=QrSettings)
+    # [marketplace] and marketplace.toml: the marketplace policy profile (off by default)
+    marketplace: MarketplaceProfile = field(default_factory=MarketplaceProfile)
 
 
 # --------------------------------------------------------------------------- TOML helpers
@@ -894,6 +897,14 @@ def _merge_main(
     return doc, origin
 
 
+def _marketplace(
+    m: _Main, dirs: list[Path], read: Reader, registry: BrandRegistry, log: _ChangeLog
+) -> MarketplaceProfile:
+    from config.marketplace import load_marketplace  # it uses this module's validators
+
+    return load_marketplace(m, dirs, read, registry, log)
+
+
 # A check of the finished Config that a caller adds (gateway settings, rule consistency):
 # it reports into the same collector, so its errors come out with the loader's.
 Extra = Callable[[Config, Problems], None]
@@ -945,6 +956,7 @@ def load_config(
         changes=log.freeze(),
         origin=origin,
         qr=_qr(m),
+        marketplace=_marketplace(m, dirs, read, registry, log),
     )
     for check in extra:
         check(cfg, p)

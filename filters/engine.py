@@ -50,6 +50,7 @@ class Engine:
             lexicon=config.lexicon,
             limits=config.limits,
             access=config.access,
+            marketplace=config.marketplace,
         )
 
     @classmethod
