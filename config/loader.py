@@ -938,6 +938,7 @@ def load_config(
     if not registry.brands and not p.errors:
         p.report(dirs[-1] / "brands", "brands", "no brands defined")
     _brand_changes(dirs, _read_toml, log)
+    marketplace = _marketplace(m, dirs, read, registry, log)  # before `files` is frozen
     cfg = Config(
         engine=engine,
         limits=limits,
@@ -956,7 +957,7 @@ def load_config(
         changes=log.freeze(),
         origin=origin,
         qr=_qr(m),
-        marketplace=_marketplace(m, dirs, read, registry, log),
+        marketplace=marketplace,
     )
     for check in extra:
         check(cfg, p)

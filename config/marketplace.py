@@ -189,6 +189,7 @@ def load_marketplace(
             continue
         doc = p.attempt(read, file, default={})
         _check_keys(doc, _TOP, file, "", p)
+        log.touch(file)
         before = (len(relays), len(channels), len(phrases))
         _merge_table(relays, p.attempt(_table, doc, "relays", file, default={}), file, _RELAY_LISTS)
         _merge_table(
@@ -196,12 +197,9 @@ def load_marketplace(
         )
         _phrases(doc, file, p, phrases)
         after = (len(relays), len(channels), len(phrases))
-        log.add(
-            file,
-            "marketplace: relays {}, channels {}, phrases {} (was {}, {}, {})".format(
-                *after, *before
-            ),
-        )
+        names = ("relays", "channels", "phrases")
+        grown = [f"{n} +{a - b}" for n, a, b in zip(names, after, before, strict=True) if a > b]
+        log.add(file, f"marketplace: {', '.join(grown)}" if grown else "")
     built = {k: r for k, (spec, f) in relays.items() if (r := _relay(k, spec, f, registry, p))}
     chans = tuple(c for k, (spec, f) in channels.items() if (c := _channel(k, spec, f, p)))
     return _switches(m, built, chans, tuple(phrases.values()))
