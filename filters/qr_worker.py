@@ -34,6 +34,7 @@ MIN_SIDE = 21  # pixels: a version 1 QR code at one pixel per module; anything s
 MAX_TEXT = 2048  # characters of one decoded code kept
 MAX_CODES = 20  # codes kept per image or page
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+MAX_PAGE_IMAGES = 500  # image objects of one PDF page looked at for their size
 
 Frame = dict[str, Any]
 
@@ -56,6 +57,10 @@ def _limit_self(max_memory_mb: int) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):
             pass
+
+
+class _Oversized(Exception):
+    """A PDF page draws an image larger than max_image_pixels."""
 
 
 class Decoder:
@@ -153,6 +158,9 @@ class Decoder:
                 self.pages_left -= 1
                 try:
                     found = self.page(doc, index)
+                except _Oversized:
+                    hits.append("qr.max_image_pixels")
+                    continue
                 except Exception:
                     hits.append("qr.unreadable")
                     continue
@@ -161,9 +169,26 @@ class Decoder:
             doc.close()
         return {"codes": codes, "hits": hits}
 
+    def oversized_image(self, page: Any) -> bool:
+        """An image on the page (or in its forms, two levels down) over max_image_pixels:
+        PDFium would decode all of it to draw it small. The walk itself is capped."""
+        import pypdfium2.raw as pdfium_c
+
+        limit = int(self.s["max_image_pixels"])
+        objects = page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2)
+        for seen, image in enumerate(objects):
+            if seen >= MAX_PAGE_IMAGES:
+                return False
+            w, h = image.get_px_size()
+            if w * h > limit:
+                return True
+        return False
+
     def page(self, doc: Any, index: int) -> list[dict[str, str]]:
         page = doc[index]
         try:
+            if self.oversized_image(page):
+                raise _Oversized
             w, h = page.get_size()
             area = max(1.0, float(w) * float(h))
             scale = min(int(self.s["pdf_dpi"]) / 72.0, math.sqrt(int(self.s["scan_pixels"]) / area))

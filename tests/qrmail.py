@@ -137,6 +137,26 @@ def nested_forms(depth: int, fan: int = 10) -> bytes:
     return raw_pdf(objects)
 
 
+def pdf_image_bomb(side: int) -> bytes:
+    """One page drawing a side x side grey image, compressed to almost nothing."""
+    row = b"\xff" * side
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    head = b"/Type /XObject /Subtype /Image /Width %d /Height %d " % (side, side)
+    head += b"/ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode"
+    image = b"<< " + head + b" /Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /XObject << /I 5 0 R >> >> >>",
+            stream(b"", b"q 612 0 0 792 0 0 cm /I Do Q"),
+            image,
+        ]
+    )
+
+
 def huge_png(width: int, height: int, rows: int | None = None) -> bytes:
     """A 1-bit PNG of width x height white pixels, `rows` of them written (all by default):
     a decompression bomb (kilobytes in, width x height pixels out)."""

@@ -178,6 +178,10 @@ HOSTILE = {
                  "pdf", "x.pdf"),
         "qr.unreadable",
     ),
+    "pdf-image-bomb": (
+        lambda: (qrmail.pdf_image_bomb(30_000), "application", "pdf", "bomb.pdf"),
+        "qr.max_image_pixels",
+    ),
     "nested-forms-pdf": (
         lambda: (qrmail.nested_forms(8), "application", "pdf", "forms.pdf"),
         "qr.max_seconds",
