@@ -180,6 +180,8 @@ LEGITIMATE = [
     ("pl-shipped", relayed("Dziękujemy za zamówienie, paczka została wysłana.")),
     ("zh-shipped", relayed("您好，您的订单已发货，预计3-5天送达。")),
     ("ja-shipped", relayed("ご注文ありがとうございます。商品は本日発送いたしました。")),
+    ("en-sloppy-typing", relayed("Sorry for the delay, it should arrive.It's on the way, see "
+                                 "readme.md in the box for setup.")),
 ]  # fmt: skip
 
 

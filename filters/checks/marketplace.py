@@ -146,6 +146,17 @@ def _links(f: Features, own: _Own, ctx: Context) -> tuple[list[str], list[str], 
     return out, qr, channels
 
 
+# Top-level domains that are also words or file endings: "arrive.it's", "readme.md" are
+# typing, not domains, unless written as one (www. in front, or a path after).
+_WORDLIKE_TLDS = frozenset(
+    [
+        "am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "id", "im", "in", "is", "it",
+        "me", "md", "mov", "my", "no", "of", "ok", "on", "or", "py", "sh", "so", "to", "us", "we",
+        "zip",
+    ]
+)  # fmt: skip
+
+
 def _bare_domains(text: str, own: _Own, links: tuple[Link, ...]) -> list[str]:
     linked = {link.host for link in links}
     out: list[str] = []
@@ -153,6 +164,9 @@ def _bare_domains(text: str, own: _Own, links: tuple[Link, ...]) -> list[str]:
         host = match.group(1)
         bare = host.removeprefix("www.")
         if host in linked or bare in linked or not domains.registrable(bare) or own(bare):
+            continue
+        written = host != bare or text[match.end() : match.end() + 1] == "/"
+        if not written and bare.rsplit(".", 1)[-1] in _WORDLIKE_TLDS:
             continue
         out.append(bare)
     return list(dict.fromkeys(out))
