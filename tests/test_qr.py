@@ -110,16 +110,18 @@ def test_other_2d_codes_are_read_too(engine: Engine) -> None:
 
 def test_a_brand_lure_carried_only_by_its_qr_code_is_flagged(engine: Engine) -> None:
     raw = qrmail.message(
-        from_='"Amazon" <documents@mailer-docs.example>',
-        subject="Your Prime membership document",
-        text="Hello,\nyour membership document is attached. Scan the code with your phone "
-        "to continue.\nThank you",
+        from_='"Membership Services" <documents@mailer-docs.example>',
+        subject="Your Amazon Prime membership document",
+        text="Hello,\nyour Amazon Prime membership document is attached. Scan the code with "
+        "your phone to renew.\nThank you",
         attachments=((qrmail.pdf_pages([URL]), "application", "pdf", "Prime-membership.pdf"),),
     )
-    off = Engine(replace(CFG, qr=replace(CFG.qr, enabled=False)))
-    assert off.scan(raw).verdict == "pass"  # without the code there is no link to judge
+    off = Engine(replace(CFG, qr=replace(CFG.qr, enabled=False))).scan(raw)
     verdict = engine.scan(raw)
-    assert verdict.verdict != "pass"
+    # Without the code there is no link to judge: a brand named in passing, nothing more.
+    assert off.verdict == "pass"
+    assert not [r for r in off.rules if r.startswith(("LINK_", "BRAND_LINK"))]
+    assert verdict.verdict != "pass" and verdict.score > off.score
     assert {"BRAND_LINK_DIVERSION", "QR_CODE_LINK", "LINK_SUSPICIOUS_TLD"} <= set(verdict.rules)
     text = render(verdict)
     assert f"QR code in Prime-membership.pdf, page 1 → {URL}" in text
