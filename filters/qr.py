@@ -174,13 +174,16 @@ class _Process:
 
     def forget(self) -> None:
         """In a forked child: the parent's decoder is not ours to use or stop; close our
-        copies of its pipes so that it still sees the parent go."""
+        copies of its pipes so that it still sees the parent go. The lock may have been held
+        by another thread of the parent at the fork: the child gets a fresh one."""
+        self.lock = threading.Lock()
         proc, self.proc = self.proc, None
+        self.buffer = b""
         if proc is not None:
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
                     with contextlib.suppress(OSError, ValueError):
-                        os.close(pipe.fileno())
+                        pipe.close()
 
     def _read(self, deadline: float) -> dict[str, Any] | None:
         """The next frame, or None when the decoder died or the deadline passed."""
@@ -223,7 +226,10 @@ class _Process:
             or self.proc.poll() is not None
             or self.memory_mb != settings.max_memory_mb
         ):
-            self.stop() if self.pid == os.getpid() else self.forget()
+            if self.pid == os.getpid():
+                self.stop()
+            else:  # inherited (the fork handler closed our copies of its pipes)
+                self.proc = None
         proc = self.proc or self._start(settings.max_memory_mb)
         if proc is None or proc.stdin is None:
             out.hits.append("qr.decoder_failed")
@@ -352,7 +358,14 @@ class _Cache:
 
 _PROCESS = _Process()
 _CACHE = _Cache()
-os.register_at_fork(after_in_child=_PROCESS.forget)
+
+
+def _after_fork() -> None:
+    _PROCESS.forget()
+    _CACHE.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 atexit.register(_PROCESS.stop)
 
 

@@ -308,3 +308,25 @@ def test_random_bytes_behind_a_magic_number_are_survived(
 ) -> None:
     raw = qrmail.message(attachments=((magic + body, "image", "png", "r.png"),))
     assert fast.scan(raw).status == "ok"
+
+
+def _links_in_child(raw: bytes) -> tuple[list[str], int]:
+    engine = Engine(CFG)
+    links = [link.url for link in engine.analyse(raw).features.links if link.where == "qr"]
+    proc = qr._PROCESS.proc
+    return links, proc.pid if proc is not None else 0
+
+
+def test_a_forked_worker_starts_its_own_decoder(engine: Engine) -> None:
+    import multiprocessing
+
+    assert qr_links(engine, CARRIERS["png"]()) == [URL]
+    parent = qr._PROCESS.proc
+    assert parent is not None
+    qr.clear_cache()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        links, child_decoder = pool.apply(_links_in_child, (CARRIERS["pdf-1-page"](),))
+    assert links == [URL]
+    assert child_decoder not in (0, parent.pid)
+    assert qr._PROCESS.proc is parent and parent.poll() is None  # the parent's is untouched
+    assert qr_links(engine, CARRIERS["jpeg"]()) == [URL]
