@@ -282,3 +282,17 @@ def test_an_overlay_adds_phrases_and_own_domains(tmp_path: Path) -> None:
     assert "MARKETPLACE_VISIT_SITE" in engine.scan(relayed("Please see our own webshop.")).rules
     own = relayed("Manual: https://amazon-seller-cdn.example/manual.pdf")
     assert "MARKETPLACE_OFFSITE_LINK" not in engine.scan(own).rules
+
+
+def test_check_config_names_an_unknown_discounted_rule(tmp_path: Path) -> None:
+    from config.loader import Problems
+    from gateway.cmd_explain import check_rules
+
+    (tmp_path / "brandgate.toml").write_text(
+        '[marketplace]\ndiscount_rules = ["BRAND_AUTHENTICATD"]\n'
+    )
+    problems = Problems()
+    check_rules(load_config(tmp_path), problems)
+    text = " ".join(str(e) for e in problems.errors)
+    assert "marketplace.discount_rules: no such rule BRAND_AUTHENTICATD" in text
+    assert 'did you mean "BRAND_AUTHENTICATED"' in text
