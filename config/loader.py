@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from filters.context import AccessList, AccessLists
+from filters.marketplace import MarketplaceProfile
 from filters.registry import Brand, BrandRegistry, Esp, Lexicon, Lists, LureTerm
 from filters.text import normalise, words_skeleton
-from filters.types import OVERRUN_ACTIONS, VERDICTS, Limits
+from filters.types import OVERRUN_ACTIONS, VERDICTS, Limits, QrSettings
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 MAIN_FILE = "brandgate.toml"
@@ -140,6 +141,10 @@ class Config:
     changes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The main file that set each dotted key last (errors name it).
     origin: dict[str, str] = field(default_factory=dict)
+    # [qr]: decoding QR and 2-D codes in images and PDFs
+    qr: QrSettings = field(default_factory=QrSettings)
+    # [marketplace] and marketplace.toml: the marketplace policy profile (off by default)
+    marketplace: MarketplaceProfile = field(default_factory=MarketplaceProfile)
 
 
 # --------------------------------------------------------------------------- TOML helpers
@@ -236,7 +241,10 @@ def _check_keys(
 # --------------------------------------------------------------------------- main file
 
 _ENGINE_KEYS = {"trusted_authserv_ids", "verify_dkim", "dns_timeout", "scan_timeout"}
-_TOP_KEYS = {"engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring", "combos"}
+_TOP_KEYS = {
+    "engine", "limits", "thresholds", "groups", "rules", "gateway", "scoring", "combos", "qr",
+    "marketplace",
+}  # fmt: skip
 
 
 class _Main:
@@ -351,6 +359,30 @@ def _limits(m: _Main) -> Limits:
         if k in allowed
     }
     return Limits(**values)  # type: ignore[arg-type]  # each key checked by _limit
+
+
+def _qr(m: _Main) -> QrSettings:
+    """[qr]: every key validated (whole numbers at least 1, seconds at least 0.1)."""
+    tbl = m.table("qr")
+    allowed = set(QrSettings.__dataclass_fields__)
+    m.keys(tbl, allowed, "qr.")
+    d = QrSettings()
+    values: dict[str, Any] = {}
+    for k, v in tbl.items():
+        if k not in allowed:
+            continue
+        key, default = f"qr.{k}", getattr(d, k)
+        if k == "enabled":
+            values[k] = m.check(flag, key, v, default=default)
+        elif k == "max_seconds":
+            values[k] = m.check(number, key, v, 0.1, default=default)
+        else:
+            values[k] = m.check(whole, key, v, 1, default=default)
+    qr = QrSettings(**values)
+    if qr.scan_pixels > qr.max_image_pixels:
+        key = "qr.scan_pixels"
+        m.p.report(m.file(key), key, f"must not exceed qr.max_image_pixels ({qr.max_image_pixels})")
+    return qr
 
 
 def _thresholds(m: _Main) -> dict[str, float]:
@@ -887,6 +919,14 @@ def _merge_main(
     return doc, origin
 
 
+def _marketplace(
+    m: _Main, dirs: list[Path], read: Reader, registry: BrandRegistry, log: _ChangeLog
+) -> MarketplaceProfile:
+    from config.marketplace import load_marketplace  # it uses this module's validators
+
+    return load_marketplace(m, dirs, read, registry, log)
+
+
 # A check of the finished Config that a caller adds (gateway settings, rule consistency):
 # it reports into the same collector, so its errors come out with the loader's.
 Extra = Callable[[Config, Problems], None]
@@ -920,6 +960,7 @@ def load_config(
     if not registry.brands and not p.errors:
         p.report(dirs[-1] / "brands", "brands", "no brands defined")
     _brand_changes(dirs, _read_toml, log)
+    marketplace = _marketplace(m, dirs, read, registry, log)  # before `files` is frozen
     cfg = Config(
         engine=engine,
         limits=limits,
@@ -937,6 +978,8 @@ def load_config(
         files=tuple(dict.fromkeys(files)),
         changes=log.freeze(),
         origin=origin,
+        qr=_qr(m),
+        marketplace=marketplace,
     )
     for check in extra:
         check(cfg, p)

@@ -1,10 +1,11 @@
 """What checks may consult besides the message: the brand registry, lists, lexicon, limits,
-and the admin's allow and block lists."""
+the admin's allow and block lists, and the marketplace profile."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from filters.marketplace import MarketplaceProfile
 from filters.registry import BrandRegistry, Lexicon, Lists
 from filters.types import Limits
 
@@ -35,3 +36,4 @@ class Context:
     lexicon: Lexicon
     limits: Limits
     access: AccessLists = field(default_factory=AccessLists)
+    marketplace: MarketplaceProfile = field(default_factory=MarketplaceProfile)

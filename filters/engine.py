@@ -17,8 +17,9 @@ from filters.checks import run_checks
 from filters.claim import find_claim
 from filters.context import Context
 from filters.explain import summarise
-from filters.features import extract
+from filters.features import extract, with_qr
 from filters.parse import parse
+from filters.qr import submit as decode_codes
 from filters.scoring import decide, score
 from filters.types import AuthResult, BrandClaim, Envelope, Features, Finding, Parsed, Verdict
 
@@ -49,6 +50,7 @@ class Engine:
             lexicon=config.lexicon,
             limits=config.limits,
             access=config.access,
+            marketplace=config.marketplace,
         )
 
     @classmethod
@@ -63,16 +65,22 @@ class Engine:
 
     def analyse(self, raw: bytes, envelope: Envelope | None = None) -> Analysis:
         cfg = self.config
-        parsed = parse(raw, cfg.limits)
-        dkim = self._dkim(raw)
-        features = extract(
-            parsed,
-            envelope=envelope,
-            trusted_authserv_ids=cfg.engine.trusted_authserv_ids,
-            lists=cfg.lists,
-            limits=cfg.limits,
-            dkim_results=dkim or (),
-        )
+        parsed = parse(raw, cfg.limits, cfg.qr)
+        # The decoder process works on the images and PDFs while this one does the rest.
+        codes = decode_codes(parsed, cfg.qr)
+        try:
+            dkim = self._dkim(raw)
+            features = extract(
+                parsed,
+                envelope=envelope,
+                trusted_authserv_ids=cfg.engine.trusted_authserv_ids,
+                lists=cfg.lists,
+                limits=cfg.limits,
+                dkim_results=dkim or (),
+            )
+        finally:
+            decoded = codes.result()
+        features = with_qr(features, decoded, cfg.lists, cfg.limits)
         claim = find_claim(features, self.context)
         findings = run_checks(features, claim, self.context)
         total, scored = score(findings, cfg, claimed=claim is not None)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from filters import domains
 from filters.auth import parse_authentication_results
 from filters.html import HtmlDoc, analyse_html
+from filters.qr import Decoded, code_urls
 from filters.registry import Lists
 from filters.text import normalise
 from filters.types import Address, AuthResult, Envelope, Features, Limits, Parsed, Part
@@ -314,7 +315,25 @@ def extract(
         list_headers="list-id" in heads or "list-unsubscribe" in heads,
         mailing_list=any(h in heads for h in _LIST_HEADERS),
         message_id_domain=_message_id_domain(heads),
+        headers=parsed.headers,
     )
+
+
+def with_qr(f: Features, qr: Decoded, lists: Lists, limits: Limits) -> Features:
+    """The features with the decoded QR codes: each URL in a code is a link like any other
+    (where = "qr", after the body's links, within max_links), and the limits decoding
+    crossed are limit hits."""
+    if not qr.codes and not qr.hits:
+        return f
+    links = LinkSet(limits.max_links, lists.redirect_params, _caps(limits), list(f.links))
+    for code in qr.codes:
+        for url in code_urls(code.text):
+            links.add(url, "qr")
+    hits = dict.fromkeys(f.limit_hits)
+    hits.update(dict.fromkeys(qr.hits))
+    if links.capped:
+        hits.setdefault("max_links", None)
+    return replace(f, links=tuple(links.links), qr_codes=tuple(qr.codes), limit_hits=tuple(hits))
 
 
 _MESSAGE_ID = re.compile(r"<?[^<>@\s]{0,256}@([A-Za-z0-9.-]{1,253})>?")

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from functools import lru_cache
 
-from filters.types import Limits, Parsed, Part
+from filters.types import Limits, Parsed, Part, Payload, QrSettings
 
 MAX_DEFECTS = 50
 # A bound on what the stdlib parser is given, so that its cost stays linear and small: more
@@ -411,8 +411,11 @@ def _recover_multipart(node: Message) -> Message | None:
 class _Walker:
     """One pass over the MIME tree, depth-first in tree order, within the limits."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, qr: QrSettings | None = None) -> None:
         self.limits = limits
+        self.qr = qr if qr is not None and qr.enabled else None
+        self.payloads: list[Payload] = []
+        self.payload_bytes = 0
         self.texts: list[str] = []
         self.htmls: list[str] = []
         self.parts: list[Part] = []
@@ -463,6 +466,8 @@ class _Walker:
         filename = _filename(node, self.words)
         disposition = _disposition(node)
         self.parts.append(Part(ctype, charset, filename, disposition, size, depth))
+        if self.qr is not None:
+            self.keep_payload(node, ctype, filename, data)
         is_html = ctype == "text/html" or (
             filename is not None and _HTML_FILENAME.search(filename) is not None
         )
@@ -476,6 +481,23 @@ class _Walker:
             # A multipart left as text (boundary lost, not recoverable) is shown as text.
             self.texts.append(self.text_of(data, charset))
 
+    def keep_payload(self, node: Message, ctype: str, filename: str | None, data: bytes) -> None:
+        """Keep an image or PDF part (known by its bytes, whatever its label) for code
+        decoding, within the per-message count and byte caps."""
+        assert self.qr is not None
+        kind = payload_kind(ctype, data)
+        if kind is None:
+            return
+        count_cap = self.qr.max_images * 4 if kind == "image" else self.qr.max_pdf_pages
+        if sum(1 for p in self.payloads if p.kind == kind) >= count_cap:
+            self.hit("qr.max_images" if kind == "image" else "qr.max_pdf_pages")
+            return
+        if self.payload_bytes + len(data) > self.qr.max_bytes:
+            self.hit("qr.max_bytes")
+            return
+        self.payload_bytes += len(data)
+        self.payloads.append(Payload(kind, ctype, _payload_name(node, filename, ctype), data))
+
     @staticmethod
     def text_of(data: bytes, charset: str | None) -> str:
         if charset is None or not charset.startswith("utf-16"):
@@ -483,6 +505,30 @@ class _Walker:
             if guess is not None and _bom_codec(data) is None:
                 charset = guess
         return decode_bytes(data, charset)
+
+
+# --- payloads for code decoding ----------------------------------------------------------
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+_NOT_PAYLOAD = ("text/", "multipart/", "message/")
+
+
+def payload_kind(ctype: str, data: bytes) -> str | None:
+    """ "image" or "pdf" when the bytes are a PNG, JPEG, GIF, WebP, BMP or PDF (whatever the
+    part's label says: senders mislabel, attackers on purpose), else None."""
+    if ctype.startswith(_NOT_PAYLOAD) or len(data) < 16:
+        return None
+    if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "image"
+    # PDF readers accept the header anywhere in the first kilobyte.
+    return "pdf" if b"%PDF-" in data[:1024] else None
+
+
+def _payload_name(node: Message, filename: str | None, ctype: str) -> str:
+    if filename:
+        return filename[:120]
+    cid = decode_header(node.get("content-id", "")).strip().strip("<>")
+    return f"cid:{cid[:100]}" if cid else ctype
 
 
 def _headers(msg: Message, budget: WordBudget) -> tuple[tuple[str, str], ...]:
@@ -674,10 +720,15 @@ def _headers_only(data: bytes, walker: _Walker) -> tuple[tuple[str, str], ...]:
     return _headers(msg, walker.words)
 
 
-def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (frozen, shared)
-    """Parse any bytes into a `Parsed`. Never raises."""
+def parse(
+    raw: bytes,
+    limits: Limits = Limits(),  # noqa: B008 (frozen, shared)
+    qr: QrSettings | None = None,
+) -> Parsed:
+    """Parse any bytes into a `Parsed`. Never raises. With `qr` (enabled), image and PDF
+    parts are kept as payloads for code decoding."""
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else 0
-    walker = _Walker(limits)
+    walker = _Walker(limits, qr)
     headers: tuple[tuple[str, str], ...] = ()
     try:
         data = bytes(raw)
@@ -714,4 +765,5 @@ def parse(raw: bytes, limits: Limits = Limits()) -> Parsed:  # noqa: B008 (froze
         defects=tuple(walker.defects),
         limit_hits=tuple(walker.limit_hits),
         size=size,
+        payloads=tuple(walker.payloads),
     )

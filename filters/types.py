@@ -44,6 +44,22 @@ OVERRUN_ACTIONS: tuple[str, ...] = ("tag", "quarantine", "tempfail")
 
 
 @dataclass(frozen=True, slots=True)
+class QrSettings:
+    """Bounds on decoding QR and other 2-D codes in images and PDF pages ([qr] in
+    brandgate.toml). Crossing one is a limit hit named "qr.<field>", never a hang."""
+
+    enabled: bool = True
+    max_images: int = 20  # images decoded per message (tiny ones, which hold no code, skipped)
+    max_pdf_pages: int = 5  # PDF pages rendered per message, over all its PDFs
+    max_image_pixels: int = 16_000_000  # larger images (and PDF images) are not decoded
+    scan_pixels: int = 2_000_000  # images and pages are scaled to at most this for decoding
+    max_bytes: int = 8 * 1024 * 1024  # image and PDF bytes kept per message for decoding
+    max_seconds: float = 2.0  # wall time per message; the decoder process is stopped after it
+    pdf_dpi: int = 100  # rendering resolution of PDF pages (before the scan_pixels cap)
+    max_memory_mb: int = 1024  # address space of the decoder process
+
+
+@dataclass(frozen=True, slots=True)
 class Part:
     """One leaf of the MIME tree, as metadata (decoded text lives in Parsed.texts/htmls)."""
 
@@ -53,6 +69,17 @@ class Part:
     disposition: str | None  # "inline", "attachment" or None
     size: int  # decoded bytes
     depth: int  # 0 for a single-part message
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The decoded bytes of a part that may carry a QR or other 2-D code (an image or a PDF),
+    kept only when code decoding is on and within its byte and count caps."""
+
+    kind: str  # "image" or "pdf"
+    content_type: str
+    name: str  # filename, else "cid:<content-id>", else the content type
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +93,7 @@ class Parsed:
     defects: tuple[str, ...]  # parser defects, by class name or short text
     limit_hits: tuple[str, ...]  # names of Limits fields that were crossed
     size: int  # raw bytes
+    payloads: tuple[Payload, ...] = ()  # images and PDFs for code decoding (filters/qr.py)
 
     def header(self, name: str) -> str | None:
         """First header of that name (case-insensitive), or None."""
@@ -98,7 +126,7 @@ class Link:
     host_unicode: str  # IDNA-decoded for display
     registrable: str  # eTLD+1 (ASCII); the IP itself for an IP literal; "" when none
     shown: str | None  # visible text / alt text / title, whitespace-collapsed
-    where: str  # "html-a", "html-img", "html-form", "html-area", "text"
+    where: str  # "html-a", "html-img", "html-form", "html-area", "text", "qr"
     is_ip: bool = False
     has_userinfo: bool = False  # http://user@host/ tricks
     redirect_to: str | None = None  # target URL carried in a redirect parameter, decoded
@@ -117,6 +145,15 @@ class AuthResult:
     result: str  # "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"
     domain: str  # header.d / header.i domain for dkim, smtp.mailfrom domain for spf,
     # header.from for dmarc; lower-case, "" when absent
+
+
+@dataclass(frozen=True, slots=True)
+class QrCode:
+    """A QR or other 2-D code decoded from an image or a PDF page of the message."""
+
+    text: str  # the decoded content, capped
+    format: str  # "QRCode", "DataMatrix", "Aztec", "PDF417", ...
+    source: str  # where it was, for a reader: "invoice.pdf, page 1", "image qr.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +194,12 @@ class Features:
     # The domain of the Message-ID ("<x@mail.example.com>" -> "mail.example.com"), lower-case,
     # "" when absent: the software that wrote the message names its host there.
     message_id_domain: str = ""
+    # QR and other 2-D codes decoded from images and PDF pages; their URLs are in `links`
+    # with where = "qr".
+    qr_codes: tuple[QrCode, ...] = ()
+    # The top-level headers as parsed (the same tuple as Parsed.headers, not a copy), for
+    # checks that match admin-configured header names (the marketplace relay profile).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,11 @@ def check_rules(cfg: Config, problems: Problems) -> None:
             if r not in rules:
                 where = cfg.origin.get(f"combos.{name}", cfg.sources[-1])
                 problems.report(where, f"combos.{name}", f"no such rule {r}{suggest(r, rules)}")
+    key = "marketplace.discount_rules"
+    for r in cfg.marketplace.discount_rules:
+        if r not in rules:
+            where = cfg.origin.get(key, cfg.sources[-1])
+            problems.report(where, key, f"no such rule {r}{suggest(r, rules)}")
 
 
 def config_problems(cfg: Config) -> list[str]:

@@ -7,6 +7,11 @@ temporary folder) against this tree, alternating the two several times in one ru
 reports the ratio of their CPU-time rates: the way to check that a change costs no more than
 it may, on a machine whose speed drifts.
 
+QR decoding (filters/qr.py) is measured on its own: the engine with [qr] on and off, runs
+interleaved in this process by wall time (the decoder is another process, so this process's
+CPU time would leave it out), its cache emptied before each run; and `brandgate scan` with
+QR off beside it for peak memory. The decoder process reports its own CPU time and peak RSS.
+
 Floor: the stdlib parse of the same messages (BytesParser(policy=policy.default)) plus
 get_content() of every text/* part: what any Python scanner pays before it checks anything.
 Messages are read into memory before any timing, so disk is excluded from the in-process
@@ -21,8 +26,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -32,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.loader import load_config  # noqa: E402
+from filters import qr  # noqa: E402
+from filters.engine import Engine  # noqa: E402
 from gateway.archive import Item, iter_messages  # noqa: E402
 from gateway.parallel import engine_from_config, scan_items  # noqa: E402
 
@@ -39,6 +48,7 @@ TARGET_RATE = 500.0
 TARGET_RATIO = 0.6
 TARGET_SCALING = 1.8
 TARGET_RSS_MB = 300.0
+TARGET_QR_RATIO = 0.9
 
 
 def floor_one(raw: bytes) -> int:
@@ -70,10 +80,11 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return best_wall, best_cpu
 
 
-def run_cli(corpus: Path, jobs: int) -> tuple[float, float, int]:
+def run_cli(corpus: Path, jobs: int, config: str | None = None) -> tuple[float, float, int]:
     """(seconds, peak RSS in MB of the command and its waited-for workers, exit status)."""
     cmd = [sys.executable, "-m", "gateway.cli", "scan", str(corpus)]
     cmd += ["--jobs", str(jobs), "--format", "jsonl", "--quiet", "--output", os.devnull]
+    cmd += ["--config", config] if config else []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # wait4 gives this child's own rusage, not the maximum over every child we ever ran.
@@ -123,11 +134,15 @@ def measure(corpus: Path, repeat: int, cli: bool) -> dict[str, Any]:
     res["load_before"] = os.getloadavg()[0]
     res["floor_s"], res["floor_cpu_s"] = timed(floor, repeat)
     res["engine_s"], res["engine_cpu_s"] = timed(engine_run, repeat)
+    res.update(measure_qr(raws, config, repeat))
     res["jobs1_s"], _ = timed(pipeline(1), repeat)
     res["jobs2_s"], _ = timed(pipeline(2), repeat)
     if cli:
         res["cli1_s"], res["cli1_rss_mb"], res["cli1_rc"] = run_cli(corpus, 1)
         res["cli2_s"], res["cli2_rss_mb"], res["cli2_rc"] = run_cli(corpus, 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "brandgate.toml").write_text("[qr]\nenabled = false\n")
+            res["cli1off_s"], res["cli1off_rss_mb"], _ = run_cli(corpus, 1, tmp)
     res["load_after"] = os.getloadavg()[0]
     for key in [k for k in res if k.endswith("_s")]:
         res[key[:-2] + "_rate"] = n / res[key]
@@ -180,6 +195,73 @@ def versus_baseline(corpus: Path, rev: str, rounds: int) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def measure_qr(raws: list[bytes], config: Any, repeat: int) -> dict[str, Any]:
+    """The engine with QR decoding on and off, interleaved (best of `repeat` each, wall and
+    CPU; the decoder's CPU added to the on runs), and what the decoder did in one run."""
+    on = Engine(config)
+    off = Engine(replace(config, qr=replace(config.qr, enabled=False)))
+    for engine in (on, off):
+        for raw in raws[:50]:  # warm both, and start the decoder before any timing
+            engine.scan(raw)
+    best: dict[str, float] = {}
+    pairs: list[float] = []
+    stats = qr.STATS
+    for _ in range(max(3, repeat)):
+        walls: dict[str, float] = {}
+        for name, engine in (("qroff", off), ("qron", on)):
+            qr.clear_cache()  # every run a first pass: only a run's own repeats are cached
+            qr.reset_stats()
+            wall, cpu = time.perf_counter(), time.process_time()
+            for raw in raws:
+                engine.scan(raw).to_dict()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if name == "qron":
+                cpu += qr.STATS.decoder_cpu
+                stats = qr.STATS
+            walls[name] = wall
+            best[f"{name}_s"] = min(best.get(f"{name}_s", float("inf")), wall)
+            best[f"{name}_cpu_s"] = min(best.get(f"{name}_cpu_s", float("inf")), cpu)
+        pairs.append(walls["qroff"] / walls["qron"])  # throughput on / off, this pair
+    pairs.sort()
+    return {
+        **best,
+        "qr_pair_ratios": pairs,
+        "qr_messages": stats.messages,
+        "qr_payloads": stats.payloads,
+        "qr_decoded": stats.decoded,
+        "qr_codes": stats.codes,
+        "qr_wait_s": stats.seconds,
+        "qr_decoder_cpu_s": stats.decoder_cpu,
+        "qr_decoder_rss_mb": stats.decoder_rss_mb,
+        "qr_hits": dict(stats.hits),
+    }
+
+
+def qr_lines(res: dict[str, Any]) -> list[str]:
+    n = res["messages"]
+    ratio = res["qron_rate"] / res["qroff_rate"]
+    pairs = res["qr_pair_ratios"]
+    median = pairs[len(pairs) // 2]
+    cpu_ratio = res["qron_cpu_rate"] / res["qroff_cpu_rate"]
+    per = 1000.0 * res["qr_decoder_cpu_s"] / max(1, res["qr_decoded"])
+    # The decoder's own CPU time against the scan's: the cost, whatever else the machine does.
+    implied = res["qroff_cpu_s"] / (res["qroff_cpu_s"] + res["qr_decoder_cpu_s"])
+    hits = ", ".join(f"{k} {v}" for k, v in sorted(res["qr_hits"].items())) or "none"
+    return [
+        f"QR decoding cost: decoder CPU {res['qr_decoder_cpu_s']:.2f} s for "
+        f"{res['qr_decoded']} images and PDFs ({per:.1f} ms each; "
+        f"{res['qr_payloads'] - res['qr_decoded']} more from the cache) in "
+        f"{res['qr_messages']} of {n} messages = {1 / implied - 1:.1%} of the scan's CPU; "
+        f"{res['qr_wait_s']:.2f} s from hand-over to answers (beside the scanner's own work); "
+        f"{res['qr_codes']} codes; limits: {hits}",
+        f"scan with QR on / off (engine, 1 process, wall, median of {len(pairs)} interleaved "
+        f"pairs): {median:.2f} (pairs {pairs[0]:.2f}..{pairs[-1]:.2f}; best runs {ratio:.2f})   "
+        f"target >= {TARGET_QR_RATIO}: {verdict(median >= TARGET_QR_RATIO)}",
+        f"  by CPU time, decoder process included: {cpu_ratio:.2f}; from the decoder's CPU "
+        f"share: {implied:.2f}",
+    ]
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -203,11 +285,14 @@ def report(res: dict[str, Any]) -> str:
     row("  same, by CPU time", "floor_cpu")
     row("engine.scan in-process, preloaded bytes", "engine")
     row("  same, by CPU time", "engine_cpu")
+    row("engine.scan, QR decoding off (wall)", "qroff")
+    row("engine.scan, QR decoding on (wall)", "qron")
     row("scan_items --jobs 1, preloaded", "jobs1")
     row("scan_items --jobs 2, preloaded (pool start)", "jobs2")
     if "cli1_s" in res:
         row("brandgate scan --jobs 1 (end to end)", "cli1")
         row("brandgate scan --jobs 2 (end to end)", "cli2")
+        row("brandgate scan --jobs 1, QR off (end to end)", "cli1off")
     ratio = res["engine_cpu_rate"] / res["floor_cpu_rate"]
     scaling = res["jobs2_rate"] / res["jobs1_rate"]
     rate = res["engine_cpu_rate"]
@@ -220,6 +305,7 @@ def report(res: dict[str, Any]) -> str:
         f"{TARGET_RATE:.0f}: {verdict(rate >= TARGET_RATE)}",
         f"jobs 2 / jobs 1 (scan_items, preloaded): {scaling:.2f}   target ~{TARGET_SCALING}: "
         f"{verdict(scaling >= TARGET_SCALING)}",
+        *qr_lines(res),
     ]
     if "cli1_s" in res:
         cli_scaling = res["cli2_rate"] / res["cli1_rate"]
@@ -228,6 +314,8 @@ def report(res: dict[str, Any]) -> str:
             f"jobs 2 / jobs 1 (CLI end to end): {cli_scaling:.2f}",
             f"peak RSS, brandgate scan --jobs 1 --format jsonl: {rss:.0f} MB   target < "
             f"{TARGET_RSS_MB:.0f}: {verdict(rss < TARGET_RSS_MB and res['cli1_rc'] == 0)}",
+            f"peak RSS with QR off: {res['cli1off_rss_mb']:.0f} MB; QR decoder process: "
+            f"{res['qr_decoder_rss_mb']:.0f} MB (its own, at most qr.max_memory_mb)",
         ]
     lines.append(f"load average during the run: up to {load:.1f} on {res['cpus']} CPUs")
     if load > (res["cpus"] or 1):

@@ -17,12 +17,14 @@ from filters.checks import (
     link_mismatch,
     links_suspicious,
     lure,
+    marketplace,
+    qr,
     reply_to,
     structure,
 )
 from filters.context import AccessList, AccessLists
 from filters.registry import Esp
-from filters.types import AuthResult, Features, Finding, Part
+from filters.types import AuthResult, Features, Finding, Link, Part, QrCode
 from tests.factories import CTX, addr, claim, dkim_pass, features, link
 
 
@@ -431,6 +433,111 @@ def test_from_malformed_silent_for_an_ordinary_address() -> None:
 def test_limit_exceeded_is_a_finding() -> None:
     f = replace(features(), limit_hits=("max_parts",))
     assert rules_of(_run(structure, f, None)) == {"LIMIT_EXCEEDED"}
+
+
+# --------------------------------------------------------------------- qr
+
+
+def test_qr_code_link_fires_and_names_where_the_code_was() -> None:
+    url = "https://amaz0n-verify.top/login"
+    f = features(
+        "billing@docs-mailer.example",
+        display="Amazon",
+        links=(link(url, where="qr"),),
+        qr_codes=(QrCode(url, "QRCode", "invoice.pdf, page 1"),),
+    )
+    found = _run(qr, f, claim())
+    assert rules_of(found) == {"QR_CODE_LINK"}
+    assert found[0].evidence == (f"QR code in invoice.pdf, page 1 → {url}",)
+    assert found[0].factor == 1.0  # the code is the only way to act: the quishing pattern
+
+
+def test_qr_code_link_silent_for_the_brands_own_page_and_for_text_codes() -> None:
+    # Near misses: Amazon's own app link in Amazon's code; a code holding a Wi-Fi login.
+    own = "https://www.amazon.com/app"
+    f = features(
+        "ship@amazon.com",
+        links=(link(own, where="qr"),),
+        qr_codes=(
+            QrCode(own, "QRCode", "image app.png"),
+            QrCode("WIFI:S:Guest;T:WPA;P:secret;;", "QRCode", "image wifi.png"),
+        ),
+    )
+    assert _run(qr, f, claim()) == []
+
+
+def test_qr_code_link_beside_ordinary_links_counts_less() -> None:
+    url = "https://tickets.example/t/123"
+    f = features(
+        links=(link("https://events.example/"), link(url, where="qr")),
+        qr_codes=(QrCode(url, "QRCode", "ticket.pdf, page 1"),),
+    )
+    assert [x.factor for x in _run(qr, f, None)] == [0.6]
+
+
+# --------------------------------------------------------------------- marketplace
+
+
+def _market_ctx() -> object:
+    from filters.marketplace import Channel, MarketplaceProfile, Phrase, Relay
+
+    profile = MarketplaceProfile(
+        enabled=True,
+        relays=(Relay("amazon", "Amazon messaging", "amazon", ("marketplace.amazon.com",)),),
+        channels=(Channel("whatsapp", "WhatsApp", ("whatsapp",), ("wa.me",)),),
+        phrases=tuple(
+            Phrase(text, cat, "en")
+            for cat, text in [
+                ("visit", "visit our website"),
+                ("coupon", "use code"),
+                ("elsewhere", "on our website"),
+                ("review", "review"),
+                ("positive", "5-star"),
+                ("reward", "gift card"),
+                ("phone", "call"),
+            ]
+        ),
+    )
+    return replace(CTX, marketplace=profile)
+
+
+_SELLER = "k3x9@marketplace.amazon.com"
+
+
+@pytest.mark.parametrize(
+    ("body", "links", "rule"),
+    [
+        ("see you", (link("https://gadget-store.example/p"),), "MARKETPLACE_OFFSITE_LINK"),
+        ("more at gadget-store.example", (), "MARKETPLACE_OFFSITE_LINK"),
+        ("scan the insert", (link("https://gadget-store.example/v", where="qr"),),
+         "MARKETPLACE_QR_OFFSITE"),
+        ("write to us on whatsapp", (), "MARKETPLACE_CONTACT"),
+        ("call +44 7700 900123", (), "MARKETPLACE_CONTACT"),
+        ("visit our website for more", (), "MARKETPLACE_VISIT_SITE"),
+        ("use code save10 on our website", (), "MARKETPLACE_COUPON"),
+        ("a 5-star review earns a gift card.", (), "MARKETPLACE_PAID_REVIEW"),
+    ],
+)  # fmt: skip
+def test_marketplace_rules_fire_on_relayed_steering(
+    body: str, links: tuple[Link, ...], rule: str
+) -> None:
+    f = features(_SELLER, body=body, links=links)
+    found = list(marketplace.run(f, None, _market_ctx()))  # type: ignore[arg-type]
+    assert rule in rules_of(found)
+
+
+def test_marketplace_near_misses() -> None:
+    ctx = _market_ctx()
+    # The platform's own pages, its order numbers, a review asked for without a reward.
+    own = features(
+        _SELLER,
+        body="order 123-4567890-1234567 shipped. a review would help. call if needed.",
+        links=(link("https://www.amazon.com/gp/css/order-history"),),
+    )
+    assert list(marketplace.run(own, None, ctx)) == []  # type: ignore[arg-type]
+    # The same steering from a shop's own address is not a relayed seller message.
+    shop = features("news@gadget-store.example", body="visit our website on whatsapp")
+    assert list(marketplace.run(shop, None, ctx)) == []  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------- meta

@@ -63,3 +63,39 @@ def test_mutated_corpus_messages_never_raise(raw: bytes) -> None:
 def test_sample_is_scanned_without_error_status() -> None:
     for raw in SAMPLE:
         assert ENGINE.scan(raw).status == "ok"
+
+
+# Hostile images and PDFs (tests/qrmail.py), cut and flipped at random: the decoder process
+# may fail or be stopped, the scan never does.
+def _hostile_payloads() -> list[bytes]:
+    from tests import qrmail
+
+    url = "https://x.example/q"
+    return [
+        qrmail.png(url),
+        qrmail.pdf_pages([url]),
+        qrmail.huge_png(5_000, 5_000, rows=50),
+        qrmail.resized_jpeg(20_000, 20_000),
+        qrmail.many_pages(300),
+        qrmail.nested_forms(3),
+    ]
+
+
+_HOSTILE = _hostile_payloads()
+
+
+@PROPS
+@given(
+    st.sampled_from(range(len(_HOSTILE))),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=8),
+    st.floats(0.1, 1.0),
+)
+def test_hostile_images_and_pdfs_never_raise(
+    index: int, flips: list[tuple[int, int]], keep: float
+) -> None:
+    from tests import qrmail
+
+    data = bytearray(_HOSTILE[index][: max(16, int(len(_HOSTILE[index]) * keep))])
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    check(qrmail.message(attachments=((bytes(data), "application", "octet-stream", "x.bin"),)))

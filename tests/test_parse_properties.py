@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from filters.features import extract
 from filters.parse import parse
 from filters.registry import Lists
-from filters.types import Features, Limits, Parsed
+from filters.types import Features, Limits, Parsed, QrSettings
 from tests import corpus
 
 TIGHT = Limits(
@@ -86,6 +86,11 @@ FRAGMENTS = [
     b"\r",
     b"=\n",
     b"PGEgaHJlZj0",
+    b"Content-Type: image/png\n",
+    b"Content-Type: application/pdf\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+    b"%PDF-1.7\n",
+    b"iVBORw0KGgoAAAANSUhEUg",  # a PNG's first bytes in base64
 ]
 mime_noise = st.lists(
     st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=12)), max_size=60
@@ -187,3 +192,17 @@ def test_many_links_capped() -> None:
     _parsed, feats = run(raw, Limits())
     assert len(feats.links) == Limits().max_links
     assert "max_links" in feats.limit_hits
+
+
+QR_TIGHT = QrSettings(max_images=1, max_pdf_pages=1, max_bytes=3_000)
+
+
+@PROPS
+@given(mime_noise)
+def test_payloads_for_code_decoding_respect_their_caps(raw: bytes) -> None:
+    parsed = parse(raw, TIGHT, QR_TIGHT)
+    images = [p for p in parsed.payloads if p.kind == "image"]
+    pdfs = [p for p in parsed.payloads if p.kind == "pdf"]
+    assert len(images) <= 4 * QR_TIGHT.max_images and len(pdfs) <= QR_TIGHT.max_pdf_pages
+    assert sum(len(p.data) for p in parsed.payloads) <= QR_TIGHT.max_bytes
+    assert parse(raw, TIGHT).payloads == ()  # decoding off: nothing kept

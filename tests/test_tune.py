@@ -216,3 +216,26 @@ def test_replay_cv_reports_cross_validated_figures(
 
 def test_tune_reports_a_missing_labels_file(tmp_path: Path) -> None:
     assert main(["tune", str(tmp_path), "--labels", str(tmp_path / "none.csv")]) == 2
+
+
+def test_marketplace_rules_are_learned_like_any_other_once_they_fire() -> None:
+    """The marketplace profile's rules sit in a group tune may learn (not a fixed policy group
+    like allow/block): with labelled relayed mail they get weights; without, their priors."""
+    prior = tune.Prior.of(load_config(learned=False))
+    assert prior.groups["MARKETPLACE_CONTACT"] == "marketplace"
+    assert "marketplace" not in tune.FitOptions().fixed_groups
+    rng = random.Random(3)
+    samples = []
+    for i in range(300):
+        phish = i % 2 == 0
+        x: dict[str, tuple[float, ...]] = {}
+        if phish and rng.random() < 0.8:
+            x["MARKETPLACE_CONTACT"] = (1.0,)
+        if rng.random() < 0.3:
+            x["LURE_URGENCY"] = (1.0,)
+        label = "phish" if phish else "ham"
+        samples.append(tune.Sample(f"/c/{label}/{i}.eml", label, "relay", "", x))
+    model = tune.fit(samples, prior, tune.FitOptions(min_support=5))
+    assert "MARKETPLACE_CONTACT" in model.learned and model.weights["MARKETPLACE_CONTACT"] > 0
+    assert "MARKETPLACE_PAID_REVIEW" not in model.learned  # never fired: the prior stays
+    assert model.weights["MARKETPLACE_PAID_REVIEW"] == prior.weights["MARKETPLACE_PAID_REVIEW"]

@@ -14,6 +14,7 @@ from types import MappingProxyType, ModuleType
 from typing import Protocol, cast
 
 from filters.context import Context
+from filters.marketplace import discounted
 from filters.types import BrandClaim, Features, Finding
 
 
@@ -35,6 +36,8 @@ def _load() -> tuple[Check, ...]:
         links_suspicious,
         lookalike,
         lure,
+        marketplace,
+        qr,
         reply_to,
         structure,
     )
@@ -51,6 +54,8 @@ def _load() -> tuple[Check, ...]:
         reply_to,  # Reply-To diverging from From
         structure,  # limits crossed, forms, HTML attachments
         allow_block,  # the admin's allow and block lists (config/allow_block.toml)
+        qr,  # links carried by QR and 2-D codes in images and PDFs
+        marketplace,  # relayed seller messages steering buyers off the platform (off by default)
     ]
     return tuple(cast(Check, m) for m in modules)
 
@@ -78,4 +83,6 @@ def run_checks(f: Features, claim: BrandClaim | None, ctx: Context) -> tuple[Fin
     found: list[Finding] = []
     for check in CHECKS:
         found.extend(check.run(f, claim, ctx))
-    return tuple(found)
+    # A relayed seller message is the platform's mail with a stranger's words in it: what
+    # vouches for the platform does not vouch for them.
+    return tuple(discounted(found, f, ctx.marketplace))

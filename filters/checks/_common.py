@@ -11,8 +11,8 @@ from filters.lookalike import country_site
 from filters.registry import Brand, BrandRegistry, Lists
 from filters.types import Features, Link
 
-# Where a link is something the reader is asked to click (images only decorate).
-CTA_PLACES = frozenset({"html-a", "html-form", "html-area", "text"})
+# Where a link is something the reader is asked to click or scan (images only decorate).
+CTA_PLACES = frozenset({"html-a", "html-form", "html-area", "text", "qr"})
 
 
 def cta_links(f: Features, lists: Lists) -> list[Link]:
