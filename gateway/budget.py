@@ -1,10 +1,10 @@
 """The per-message budget inside a scan worker: memory by RLIMIT_AS, and how a worker reports.
 
 Every front door scans in worker processes (gateway/scanpool.py for `serve` and the milter,
-gateway/parallel.py for `scan` and `replay`) so that the budget can be enforced from outside:
-a scan past its time is killed with its worker, a scan past its memory gets MemoryError (or
-its worker dies), and in each case the worker is replaced and the message gets the verdict
-`limits.on_overrun` names (`Verdict.for_overrun`), never an unscanned pass.
+gateway/archives/parallel.py for `scan` and `replay`) so that the budget can be enforced
+from outside: a scan past its time is killed with its worker, a scan past its memory gets
+MemoryError (or its worker dies), and in each case the worker is replaced and the message
+gets the verdict `limits.on_overrun` names (`Verdict.for_overrun`), never an unscanned pass.
 """
 
 from __future__ import annotations

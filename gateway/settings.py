@@ -29,8 +29,8 @@ from config.loader import (
     whole,
 )
 from filters.types import VERDICTS
-from gateway import milter_settings
-from gateway.milter_settings import MilterSettings
+from gateway.milter import settings as milter_settings
+from gateway.milter.settings import MilterSettings
 
 MODES = ("after-queue", "before-queue")
 ACTIONS = ("pass", "tag", "quarantine", "reject")
@@ -615,5 +615,5 @@ def with_overrides(
     return replace(settings, **changes)
 
 
-# The name `brandgate check-config` (gateway/cmd_explain.py) calls.
+# The name `brandgate check-config` (gateway/cli/explain.py) calls.
 gateway_settings = from_config

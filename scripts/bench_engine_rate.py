@@ -10,7 +10,7 @@ import time
 sys.path.insert(0, os.getcwd())
 
 from filters.engine import Engine
-from gateway.archive import iter_messages
+from gateway.archives.read import iter_messages
 
 
 def main() -> None:

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from config.loader import load_config  # noqa: E402
 from filters import qr  # noqa: E402
 from filters.engine import Engine  # noqa: E402
-from gateway.archive import Item, iter_messages  # noqa: E402
-from gateway.parallel import engine_from_config, scan_items  # noqa: E402
+from gateway.archives.parallel import engine_from_config, scan_items  # noqa: E402
+from gateway.archives.read import Item, iter_messages  # noqa: E402
 
 TARGET_RATE = 500.0
 TARGET_RATIO = 0.6

@@ -1,12 +1,13 @@
 """The fuzz campaign behind `scripts/fuzz` (and its CI slice, tests/test_fuzz_slice.py).
 
 Cases are mutated real messages (the dev corpus when present, else the golden messages) and
-generated hostile ones (tests/hostile.py, one class per cost the issue found). Each case runs
-in a budgeted worker (gateway/parallel.py, as `scan` runs): the whole engine with exceptions
-let through (Engine.analyse), then the gateway's own byte handling (strip our headers, tag
-with banner and subject prefix, dot-stuff for the relay). A case that raises is a crash; one
-that overruns the hard timeout is a hang (its worker is killed); a worker that dies or runs
-out of its address space is a crash too. Every case is named so that it can be rebuilt.
+generated hostile ones (tests/hostile.py, one class per cost the issue found). Each case
+runs in a budgeted worker (gateway/archives/parallel.py, as `scan` runs): the whole engine
+with exceptions let through (Engine.analyse), then the gateway's own byte handling (strip
+our headers, tag with banner and subject prefix, dot-stuff for the relay). A case that
+raises is a crash; one that overruns the hard timeout is a hang (its worker is killed); a
+worker that dies or runs out of its address space is a crash too. Every case is named so
+that it can be rebuilt.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.parallel import Budget, map_ordered
+from gateway.archives.parallel import Budget, map_ordered
 from tests.hostile import BY_NAME, EXTRA_CASES, GENERATORS, padded_phish, phish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +139,7 @@ def init_worker() -> None:
 
 def run_case(case: Case, raw: bytes) -> dict[str, Any]:
     from gateway import actions
-    from gateway.smtp_client import dot_stuff
+    from gateway.smtp.client import dot_stuff
 
     engine = _ENGINE["engine"]
     t0, c0 = time.perf_counter(), time.process_time()

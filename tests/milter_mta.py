@@ -1,5 +1,5 @@
 """The MTA side of the milter protocol, for tests: a client that talks to brandgate's milter as
-Postfix does (written from Postfix's milter8.c, independently of gateway/milter_protocol.py),
+Postfix does (written from Postfix's milter8.c, independently of gateway/milter/protocol.py),
 and the header/body edits applied the way Postfix's cleanup applies them.
 """
 

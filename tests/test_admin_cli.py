@@ -21,11 +21,11 @@ import pytest
 
 from config.loader import ConfigError, load_config
 from filters.sniff import not_mail
-from gateway import replay
-from gateway.archive import estimate_messages
-from gateway.cli import JsonFormatter
-from gateway.cli import main as cli
-from gateway.report import ordinal, render
+from gateway.archives import replay
+from gateway.archives.read import estimate_messages
+from gateway.archives.report import ordinal, render
+from gateway.cli.main import JsonFormatter
+from gateway.cli.main import main as cli
 from tests.test_replay import run_fake, write_msg
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -280,7 +280,7 @@ def test_quarantine_list_has_a_header_aligned_columns_and_subjects_defect_12(
 def test_release_defaults_to_the_invoking_user_and_audit_detail_is_json_defect_12(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway import cmd_quarantine
+    from gateway.cli import quarantine as cmd_quarantine
 
     monkeypatch.setenv("SUDO_USER", "carol")
     assert cmd_quarantine.invoking_user() == "carol"
@@ -411,7 +411,7 @@ def test_syslog_option_sends_to_a_loopback_syslog(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 1
     # nothing logs on that path at INFO; the logger works when something does:
-    from gateway.cli import setup_logging
+    from gateway.cli.main import setup_logging
 
     setup_logging(False, "json", f"127.0.0.1:{port}")
     try:

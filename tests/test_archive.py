@@ -1,4 +1,4 @@
-"""gateway.archive: which messages come out of files, directories, mbox files and Maildirs."""
+"""gateway.archives.read: which messages come out of files, directories, mbox files and Maildirs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import archive
-from gateway.archive import ArchiveStats, Item, count_hint, iter_messages, iter_stream
+from gateway.archives import read as archive
+from gateway.archives.read import ArchiveStats, Item, count_hint, iter_messages, iter_stream
 
 
 def msg(subject: str, body: str = "Hello.\n") -> bytes:

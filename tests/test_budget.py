@@ -16,8 +16,8 @@ import pytest
 
 from config.loader import Config
 from filters.types import Envelope, Verdict
-from gateway.archive import Item
-from gateway.parallel import Budget, Scanner, scan_items
+from gateway.archives.parallel import Budget, Scanner, scan_items
+from gateway.archives.read import Item
 from gateway.quarantine import QuarantineStore
 from tests.test_gateway_smtp import send
 from tests.test_gateway_support import FakeScanner, message, running_gateway, sink
@@ -175,7 +175,7 @@ def square(n: int) -> int:
 
 @pytest.mark.parametrize(("jobs", "window", "batch"), [(1, 1, 1), (1, 2, 1), (2, 3, 2), (2, 64, 8)])
 def test_budgeted_map_keeps_order_for_any_window(jobs: int, window: int, batch: int) -> None:
-    from gateway.parallel import map_ordered
+    from gateway.archives.parallel import map_ordered
 
     got = map_ordered(
         square, range(40), jobs=jobs, window=window, batch_size=batch, budget=Budget(30, 512)

@@ -40,7 +40,7 @@ MAX_GAP = 0.02  # shipped minus cross-validated phish rate
 
 @pytest.fixture(scope="module")
 def samples() -> list[Any]:
-    from gateway import replay, tune
+    from gateway.archives import replay, tune
 
     labels = replay.CsvLabels(corpus.CORPUS / "labels.csv")
     return tune.collect([str(corpus.CORPUS / "dev")], labels, labels.meta, config_path=None, jobs=2)
@@ -48,7 +48,7 @@ def samples() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def cv(samples: list[Any]) -> dict[str, Any]:
-    from gateway import tune
+    from gateway.archives import tune
 
     prior = tune.Prior.of(load_config(None, learned=False))
     ev, _ = tune.cross_validate(samples, prior, tune.FitOptions(), 5)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main as cli_main
+from gateway.cli.main import main as cli_main
 from tests.test_gateway_support import config_dir, free_port, message, running_gateway, sink
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # serve with the fake engine: the same command line, another engine factory
 _LAUNCH = (
-    "import sys; from gateway.cli import build_parser; from gateway.cmd_serve import run; "
+    "import sys; from gateway.cli.main import build_parser; from gateway.cli.serve import run; "
     "from tests.test_gateway_support import fake_factory; import logging; "
     "logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
     "sys.exit(run(build_parser().parse_args(sys.argv[1:]), engine_factory=fake_factory))"

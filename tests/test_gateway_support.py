@@ -23,8 +23,9 @@ from aiosmtpd.smtp import SMTP
 
 from config.loader import Config, load_config
 from filters.types import BrandClaim, Envelope, ScoredFinding, Verdict
-from gateway.server import Gateway, ThreadedGateway
+from gateway.service import ThreadedGateway
 from gateway.settings import from_config, with_overrides
+from gateway.smtp.server import Gateway
 
 # --------------------------------------------------------------------------- sink
 

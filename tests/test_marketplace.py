@@ -286,7 +286,7 @@ def test_an_overlay_adds_phrases_and_own_domains(tmp_path: Path) -> None:
 
 def test_check_config_names_an_unknown_discounted_rule(tmp_path: Path) -> None:
     from config.loader import Problems
-    from gateway.cmd_explain import check_rules
+    from gateway.cli.explain import check_rules
 
     (tmp_path / "brandgate.toml").write_text(
         '[marketplace]\ndiscount_rules = ["BRAND_AUTHENTICATD"]\n'

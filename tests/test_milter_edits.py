@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from filters.types import BrandClaim, ScoredFinding, Verdict
 from gateway import actions
-from gateway.milter_edits import edits, reconstruct
+from gateway.milter.edits import edits, reconstruct
 from tests.milter_mta import Reply, apply_edits, split_message
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"

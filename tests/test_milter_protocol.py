@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import milter_protocol as mp
+from gateway.milter import protocol as mp
 
 
 def test_packet_framing_counts_the_command_byte() -> None:

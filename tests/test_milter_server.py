@@ -18,10 +18,10 @@ import pytest
 from config.loader import load_config
 from filters.types import Envelope
 from gateway import actions
-from gateway.milter import MilterGateway
-from gateway.milter_settings import parse_endpoint
+from gateway.milter.server import MilterGateway
+from gateway.milter.settings import parse_endpoint
 from gateway.quarantine import QuarantineStore
-from gateway.server import ThreadedGateway
+from gateway.service import ThreadedGateway
 from gateway.settings import from_config, with_overrides
 from gateway.version import version
 from tests.milter_mta import ALL_ACTIONS, MtaClient, apply_edits, split_message
@@ -536,7 +536,7 @@ def test_bad_milter_settings_name_the_key(tmp_path: Path, table: str, key: str) 
 
 
 def test_milter_command_line(tmp_path: Path) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["milter", "--help"])

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     socket.getaddrinfo = refuse
     socket.create_connection = refuse
 
-    from gateway.cli import main
+    from gateway.cli.main import main
     sys.exit(main(["scan", "--format", "jsonl", "--no-progress", *sys.argv[1:]]))
     """
 )

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import relay
-from gateway.server import COMMAND_LINE_LIMIT, JUNK_COMMAND_LIMIT
+from gateway.smtp import relay
+from gateway.smtp.server import COMMAND_LINE_LIMIT, JUNK_COMMAND_LIMIT
 from tests.rawsink import raw_sink
 from tests.test_gateway_support import message, running_gateway
 
@@ -128,7 +128,7 @@ def test_bare_cr_is_kept_and_nothing_is_smuggled(tmp_path: Path) -> None:
 
 
 def test_dot_stuffing_keeps_bare_cr_and_ends_every_message_once() -> None:
-    from gateway.smtp_client import dot_stuff
+    from gateway.smtp.client import dot_stuff
 
     assert dot_stuff(b".a\r\n.b\nc\r.d") == b"..a\r\n..b\r\nc\r.d\r\n.\r\n"
     assert dot_stuff(b"x\r\n.\r\ny") == b"x\r\n..\r\ny\r\n.\r\n"
@@ -176,7 +176,7 @@ def test_hundred_relay_failures_leave_no_connection_open(
 def test_unexpected_error_anywhere_is_451_without_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.server import Gateway
+    from gateway.smtp.server import Gateway
 
     async def broken(*args: object, **kwargs: object) -> str:
         raise RuntimeError("secret internal detail")

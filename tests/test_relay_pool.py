@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.relay import RelayPool, RelayRequest
+from gateway.smtp.relay import RelayPool, RelayRequest
 from tests.test_gateway_support import SinkHandler, _SinkController, free_port
 
 

@@ -23,9 +23,9 @@ import pytest
 from config.loader import load_config
 from filters.engine import Engine
 from filters.types import VERDICTS
-from gateway import replay
-from gateway.archive import iter_messages
-from gateway.report import render
+from gateway.archives import replay
+from gateway.archives.read import iter_messages
+from gateway.archives.report import render
 from tests import corpus
 
 # --------------------------------------------------------------------------- a fake scan

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from gateway import replay
-from gateway.report import render
+from gateway.archives import replay
+from gateway.archives.report import render
 from tests.test_replay import run_fake, write_msg
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")

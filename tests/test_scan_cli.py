@@ -1,4 +1,4 @@
-"""`brandgate scan` and gateway.parallel: formats, order across processes, stdin, Ctrl-C.
+"""`brandgate scan` and gateway.archives.parallel: formats, order across processes, stdin, Ctrl-C.
 
 The fast cases drive scan_command in-process with a stand-in scanner (one that flags the word
 "gift"), so they test the plumbing rather than the engine's judgement; the subprocess cases run
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from filters.types import VERDICTS, Verdict
-from gateway import cmd_scan
-from gateway.archive import Item
-from gateway.output import CSV_FIELDS
-from gateway.parallel import Scanner, map_ordered, scan_items
-from gateway.progress import Progress
+from gateway.archives.output import CSV_FIELDS
+from gateway.archives.parallel import Scanner, map_ordered, scan_items
+from gateway.archives.progress import Progress
+from gateway.archives.read import Item
+from gateway.cli import scan as cmd_scan
 
 ROOT = Path(__file__).resolve().parent.parent
 

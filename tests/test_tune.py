@@ -1,4 +1,4 @@
-"""Learning weights and thresholds (gateway/tune.py), and `brandgate tune` / `replay --cv`.
+"""Learning weights and thresholds (gateway/archives/tune.py), and `brandgate tune` / `replay --cv`.
 
 The fits run on samples built here (rule -> factors), so every property is checked on data
 whose answer is known: a rule that separates gets weight, noise does not, signs hold, the
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from config.loader import load_config
-from gateway import tune
-from gateway.cli import main
+from gateway.archives import tune
+from gateway.cli.main import main
 
 PRIOR = tune.Prior(
     weights={"STRONG": 4.0, "WEAK": 1.0, "NOISE": 1.0, "GUARD": -8.0, "RARE": 2.5},

@@ -14,37 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
-import json
 import logging
 import re
 import secrets
-import threading
 import time
-import tomllib
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from config.loader import SHIPPED_DIR, Config, ConfigError, load_config
+from config.loader import Config, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
-from gateway.metrics import Metrics
-from gateway.quarantine import QuarantineStore
-from gateway.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 from gateway.scanpool import (
     QUEUE_WAIT_FACTOR,
     EngineFactory,
-    Processed,
-    ScanError,
     ScanOverrun,
-    ScanService,
     default_engine_factory,
-    engine_config_for_serve,
 )
+from gateway.service import OVERRUN_REPLY, TEMPFAIL_REPLY, Service, log_value
 from gateway.settings import (
     GatewaySettings,
     check_gateway,
@@ -52,7 +41,7 @@ from gateway.settings import (
     tls_context,
     with_overrides,
 )
-from gateway.version import version
+from gateway.smtp.relay import XFORWARD_ATTRS, RelayPool, RelayRequest, RelayResult
 
 log = logging.getLogger("brandgate.gateway")
 msglog = logging.getLogger("brandgate.message")
@@ -69,41 +58,12 @@ HARD_ERROR_LIMIT = 20
 RECIPIENT_LIMIT = 1000
 # Never in an envelope address we relay: each could end or split the command at the next hop.
 _ENVELOPE_FORBIDDEN = re.compile(r"[\r\n\x00]")
-TEMPFAIL_REPLY = "451 4.3.0 Temporary failure, try again later"
-OVERRUN_REPLY = "451 4.3.0 Message could not be scanned within its budget, try again later"
 _QUEUE_ID = re.compile(rb"\bwith\s+\w+\s+id\s+([A-Za-z0-9]{5,32})\b", re.IGNORECASE)
-_LOGSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def xtext_decode(value: str) -> str:
     """RFC 3461 xtext: "+HH" stands for one byte."""
     return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
-
-
-def dkim_set_by_admin(config: Config) -> bool:
-    """Does an admin file (not the shipped one) set engine.verify_dkim?"""
-    shipped = str((SHIPPED_DIR / "brandgate.toml").resolve())
-    for src in config.sources:
-        if src == shipped:
-            continue
-        try:
-            with open(src, "rb") as fh:
-                doc = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        engine = doc.get("engine")
-        if isinstance(engine, dict) and "verify_dkim" in engine:
-            return True
-    return False
-
-
-def _kv(value: Any) -> str:
-    # 8-bit envelope bytes that were not UTF-8 arrive as surrogate escapes: log them as \xNN
-    raw = str(value).encode("utf-8", "surrogateescape")
-    text = _LOGSAFE.sub("?", raw.decode("utf-8", "backslashreplace"))
-    if not text or any(c in text for c in ' "=\\'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
 
 
 # --------------------------------------------------------------------------- SMTP session
@@ -219,7 +179,7 @@ class GatewaySMTP(SMTP):
             name, eq, value = item.partition("=")
             name = name.upper()
             if not eq or name not in XFORWARD_ATTRS:
-                await self.push(f"501 5.5.4 Bad XFORWARD attribute name: {_kv(name)[:40]}")
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute name: {log_value(name)[:40]}")
                 return
             update[name] = value
         self.xforward.update(update)
@@ -382,8 +342,9 @@ class Handler:
 # --------------------------------------------------------------------------- the gateway
 
 
-class Gateway:
-    """One running gateway: sessions, scan pool, quarantine, metrics; start/reload/stop."""
+class Gateway(Service):
+    """The SMTP modes: the listener, sessions, STARTTLS and the relay to the next hop, on the
+    shared Service (scan pool, quarantine, metrics, reload and drain)."""
 
     def __init__(
         self,
@@ -395,21 +356,17 @@ class Gateway:
         engine_factory: EngineFactory = default_engine_factory,
         config_loader: Callable[[str | None], Config] = load_config,
     ) -> None:
-        self.config = config
-        self.settings = settings
-        self.config_path = config_path
-        self.overrides = overrides or {}
-        self.engine_factory = engine_factory
-        self.config_loader = config_loader
+        super().__init__(
+            config,
+            settings,
+            config_path=config_path,
+            overrides=overrides,
+            engine_factory=engine_factory,
+            config_loader=config_loader,
+        )
         self.handler = Handler(self)
-        self.metrics = Metrics()
-        self.store = QuarantineStore(settings.quarantine_dir)
-        self.scans = ScanService(engine_factory, settings.worker_count, config.engine.scan_timeout)
         self.sessions: set[GatewaySMTP] = set()
         self.relays = RelayPool()
-        self.draining = False
-        self.server: asyncio.base_events.Server | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         # STARTTLS when a certificate is configured (loaded once; a restart picks up a new one)
         self.tls = (
             tls_context(settings.tls_cert, settings.tls_key)
@@ -418,16 +375,6 @@ class Gateway:
         )
 
     # ----------------------------------------------------------------------- life cycle
-
-    def _engine_config(self, config: Config, settings: GatewaySettings) -> Config:
-        return engine_config_for_serve(
-            config, settings.trusted_authserv_ids, dkim_set_by_admin(config)
-        )
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None and self.server.sockets
-        return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         s = self.settings
@@ -461,28 +408,6 @@ class Gateway:
             tls_context=self.tls,
         )
 
-    async def reload(self) -> bool:
-        """Re-read config and registry; a config that fails is refused and the old one stays."""
-        old = self.settings
-        try:
-            config = await asyncio.to_thread(self.config_loader, self.config_path)
-            settings = with_overrides(from_config(config), **self.overrides)
-            await self.scans.swap(self._engine_config(config, settings))
-        except (ConfigError, ScanError) as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            return False
-        except Exception as exc:  # a loader bug must not take the gateway down with it
-            log.exception("reload refused, keeping the running configuration: %s", exc)
-            return False
-        fixed = ("listen", "quarantine_dir", "metrics", "workers")
-        for name in fixed:
-            if getattr(settings, name) != getattr(old, name):
-                log.warning("reload: gateway.%s changed; it takes effect on restart", name)
-        self.settings = replace(settings, **{n: getattr(old, n) for n in fixed})
-        self.config = config
-        log.info("reloaded configuration: %s", ", ".join(config.sources))
-        return True
-
     async def stop(self) -> None:
         """Stop accepting, let transactions in flight finish (bounded), then close."""
         self.draining = True
@@ -496,44 +421,12 @@ class Gateway:
         await self._close()
         log.info("stopped")
 
-    # Shared by every front door that runs on this Gateway (the SMTP modes, the milter).
-
-    async def _open(self) -> None:
-        """Before listening: the quarantine store, then the scan workers."""
-        await asyncio.to_thread(self.store.open)
-        self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
-        await self.scans.start(self._engine_config(self.config, self.settings))
-
-    async def _drain(self, live: set[Any], what: str, close: Callable[[Any], None]) -> None:
-        """Wait, at most drain_timeout, for `live` to empty; then close what is left."""
-        deadline = time.monotonic() + self.settings.drain_timeout
-        while live and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if live:
-            log.warning("drain timeout: closing %d %s in flight", len(live), what)
-            for item in list(live):
-                close(item)
-
     async def _close(self) -> None:
-        """After the last session: background work, scan workers, relay connections, metrics."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        await self.scans.close()
+        """After the last session: the shared parts, then the relay's connections."""
+        await super()._close()
         await self.relays.close()
-        await asyncio.to_thread(self.metrics.close)
 
     # ----------------------------------------------------------------------- admission
-
-    def _allowed(self, peer: Any) -> bool:
-        if not isinstance(peer, tuple) or not peer:
-            return False
-        try:
-            ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.settings.allowed_networks)
 
     def admit(self, sess: GatewaySMTP) -> str | None:
         peer = sess.session.peer if sess.session is not None else None
@@ -595,7 +488,8 @@ class Gateway:
         record["ms"] = round((time.monotonic() - t0) * 1000)
         record["reply"] = reply
         fields = {k: v for k, v in record.items() if v is not None}
-        msglog.info(" ".join(f"{k}={_kv(v)}" for k, v in fields.items()), extra={"fields": fields})
+        line = " ".join(f"{k}={log_value(v)}" for k, v in fields.items())
+        msglog.info(line, extra={"fields": fields})
         return reply
 
     @staticmethod
@@ -606,13 +500,6 @@ class Gateway:
                 m = _QUEUE_ID.search(fld)
                 return m.group(1).decode("ascii") if m else None
         return None
-
-    def handling(self, rcpts: Sequence[str], **front_door: Any) -> actions.Handling:
-        """How a worker finishes this message (see actions.Handling); `front_door`: what the
-        front door cannot do (a milter's missing capabilities) or how it holds mail."""
-        return actions.Handling(
-            self.settings, tuple(rcpts), dict(self.config.thresholds), version(), **front_door
-        )
 
     async def _decide_and_act(
         self,
@@ -654,58 +541,6 @@ class Gateway:
             if marked.changed:
                 record["arc"] = marked.arc
         return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
-
-    async def scan(
-        self, raw: bytes, envelope: Envelope, record: dict[str, Any], handling: actions.Handling
-    ) -> Processed | None:
-        """The worker's result: our incoming fields stripped, the verdict, the decision and
-        the message as it leaves, all done in the worker within the budget, none of it on
-        the event loop. None when the scan failed (counted, and said in record); ScanOverrun
-        when the message crossed its budget (the caller applies limits.on_overrun)."""
-        t_scan = time.monotonic()
-        try:
-            done = await self.scans.process(raw, envelope, handling)
-            if done.verdict.status == "error":
-                raise ScanError(done.verdict.error or "engine reported an error")
-            return done
-        except ScanOverrun:
-            raise
-        except ScanError as exc:
-            self.metrics.scan_errors.inc()
-            record.update(verdict="error", error=str(exc))
-            return None
-        finally:
-            self.metrics.scan_seconds.observe(time.monotonic() - t_scan)
-
-    def note_decision(self, decision: actions.Decision, record: dict[str, Any]) -> None:
-        """The decision into the message's log line and the metrics."""
-        verdict = decision.verdict
-        if decision.policy.key:
-            record["policy"] = decision.policy.key
-        record.update(
-            verdict=verdict.verdict,
-            action=decision.action,
-            score=f"{verdict.score:.2f}",
-            brand=verdict.brand.name if verdict.brand else None,
-            rules=",".join(f"{f.rule}={f.score:.2f}" for f in verdict.findings) or None,
-        )
-        self.metrics.messages.labels(verdict.verdict, decision.action).inc()
-
-    def note_overrun(self, reason: str, record: dict[str, Any]) -> str:
-        """The overrun into the log line and the metrics; returns `limits.on_overrun`."""
-        on_overrun = self.config.limits.on_overrun
-        self.metrics.scan_overruns.inc()
-        record.update(verdict="overrun", action=on_overrun, error=reason)
-        self.metrics.messages.labels("overrun", on_overrun).inc()
-        return on_overrun
-
-    async def overrun_marked(self, raw: bytes, verdict: Verdict) -> bytes:
-        """An overrun message tagged: header fields only, since a banner would walk the very
-        message that overran its budget. (The strip is linear, in a thread: this path is
-        taken only where the admin chose tag.)"""
-        clean = await asyncio.to_thread(actions.strip_for, self.settings, raw)
-        fields = [("X-Brandgate-Status", "overrun"), *actions.tag_fields(verdict)]
-        return actions.prepend(clean, fields)
 
     async def _overrun(
         self,
@@ -771,24 +606,9 @@ class Gateway:
             "session": record["session"],
             "queue_id": record.get("queue_id"),
         }
-        try:
-            qid = await asyncio.to_thread(
-                self.store.store,
-                raw,
-                mail_from=envelope.mail_from,
-                rcpts=envelope.rcpt_tos,
-                mail_options=options,
-                client=client,
-                verdict=verdict,
-            )
-        except Exception as exc:  # disk full, permissions: the MTA must keep the message
-            log.error("quarantine store failed: %s", exc)
-            record["error"] = f"quarantine: {exc}"
+        qid = await self.quarantine(raw, envelope, options, client, verdict, record)
+        if qid is None:
             return "451 4.3.0 Quarantine unavailable, try again later"
-        record["quarantine_id"] = qid
-        # a count, not inc(): `brandgate quarantine delete/release` change it behind our back
-        with contextlib.suppress(Exception):
-            self.metrics.quarantine_size.set(await asyncio.to_thread(self.store.count))
         if self.settings.mode == "before-queue":
             return f"250 2.0.0 Ok: queued as {qid}"  # the sender need not learn where it went
         return f"250 2.0.0 Ok: held in quarantine as {qid}"
@@ -820,37 +640,4 @@ def build_gateway(
     )
 
 
-class ThreadedGateway:
-    """Run a Gateway on its own event loop in a thread (tests, embedding)."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ThreadedGateway:
-        self._thread.start()
-        try:
-            self.call(self.gateway.start(), timeout=60)
-        except BaseException:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.call(self.gateway.stop(), timeout=60)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
-
-    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    @property
-    def port(self) -> int:
-        return self.gateway.port
-
-
-__all__ = ["Gateway", "GatewaySMTP", "ThreadedGateway", "build_gateway", "dkim_set_by_admin"]
+__all__ = ["Gateway", "GatewaySMTP", "build_gateway"]

@@ -1,4 +1,4 @@
-"""One self-contained HTML page from a replay result (`gateway.replay.result`).
+"""One self-contained HTML page from a replay result (`gateway.archives.replay.result`).
 
 Opened on air-gapped admin machines, so nothing is fetched: no scripts at all, inline CSS, plots
 as inline SVG. Subjects, summaries and sources come from the mail itself -- attacker-controlled

@@ -23,13 +23,13 @@ from typing import Any
 from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
-from gateway.options import add_config, config_error, error
-from gateway.parallel import Budget, map_ordered
+from gateway.archives.parallel import Budget, map_ordered
+from gateway.cli.options import add_config, config_error, error
 from gateway.quarantine import Entry, QuarantineStore, ReleaseRefused
-from gateway.relay import XFORWARD_ATTRS, RelayRequest, RelayResult, relay
 from gateway.scanpool import Scanner, default_engine_factory, engine_config_for_serve
-from gateway.server import dkim_set_by_admin
+from gateway.service import dkim_set_by_admin
 from gateway.settings import GatewaySettings, from_config, parse_hostport, with_overrides
+from gateway.smtp.relay import XFORWARD_ATTRS, RelayRequest, RelayResult, relay
 
 log = logging.getLogger("brandgate.quarantine")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.actions import smtp_text
-from gateway.smtp_client import BadReply, ClientError, ClientLost, ClientTimeout, Reply, SmtpClient
+from gateway.smtp.client import BadReply, ClientError, ClientLost, ClientTimeout, Reply, SmtpClient
 
 log = logging.getLogger("brandgate.relay")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from config.loader import ConfigError, load_config
-from gateway import replay
-from gateway.cmd_scan import jobs_arg
-from gateway.options import add_config, add_trusted_authserv
+from gateway.archives import replay
+from gateway.cli.options import add_config, add_trusted_authserv
+from gateway.cli.scan import jobs_arg
 
 
 def _fraction(text: str) -> float:
@@ -112,7 +112,7 @@ def labeller_for(labels: str, known: Sequence[str]) -> tuple[replay.Labeller, An
 def fit_options(
     args: argparse.Namespace, positive: frozenset[str], negative: frozenset[str]
 ) -> Any:
-    from gateway.tune import FitOptions
+    from gateway.archives.tune import FitOptions
 
     return FitOptions(
         positive=positive,
@@ -125,7 +125,7 @@ def fit_options(
 
 def tuning(samples: Sequence[Any], prior: Any, opt: Any, cv: int | None) -> dict[str, Any]:
     """The model fitted on everything, its figures, and (with cv) the cross-validated ones."""
-    from gateway import tune
+    from gateway.archives import tune
 
     model = tune.fit(samples, prior, opt)
     fit_fig = tune.figures(samples, tune.evaluate(samples, model))
@@ -188,7 +188,7 @@ def print_tuning(doc: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from gateway import tune
+    from gateway.archives import tune
 
     positive, negative = _split(args.positive), _split(args.negative)
     try:

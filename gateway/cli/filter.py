@@ -19,7 +19,7 @@ from config.loader import load_config, with_trusted_authserv
 from filters.engine import Engine
 from filters.types import Envelope
 from gateway import actions
-from gateway.options import add_config, add_trusted_authserv, error
+from gateway.cli.options import add_config, add_trusted_authserv, error
 from gateway.settings import check_gateway, from_config
 from gateway.version import version
 

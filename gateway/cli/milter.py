@@ -12,11 +12,11 @@ import sys
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.cmd_serve import serve
-from gateway.milter import build_milter
-from gateway.milter_settings import parse_endpoint
-from gateway.options import add_config, add_service_options
+from gateway.cli.options import add_config, add_service_options
+from gateway.milter.server import build_milter
+from gateway.milter.settings import parse_endpoint
 from gateway.scanpool import EngineFactory, default_engine_factory
+from gateway.service import run_until_signalled
 
 
 def register(sub: Any) -> None:
@@ -56,4 +56,4 @@ def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine
     except ConfigError as exc:
         print(f"brandgate milter: configuration error: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(milter))
+    return asyncio.run(run_until_signalled(milter))

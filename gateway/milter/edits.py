@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway import actions
-from gateway import milter_protocol as mp
+from gateway.milter import protocol as mp
 
 Field = tuple[bytes, bytes]  # (name, value as the milter protocol carries it)
 

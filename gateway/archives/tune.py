@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.archive import ArchiveStats, Item, iter_messages
-from gateway.parallel import map_ordered
+from gateway.archives.parallel import map_ordered
+from gateway.archives.read import ArchiveStats, Item, iter_messages
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,11 +8,11 @@ import sys
 from typing import Any, TextIO
 
 from config.loader import Config, load_config
-from gateway.archive import ArchiveStats, count_hint, estimate_messages, iter_messages
-from gateway.options import add_config, add_trusted_authserv, error
-from gateway.output import FORMATS, Tally, make_writer, summary_table
-from gateway.parallel import ScannerFactory, scan_items
-from gateway.progress import Progress
+from gateway.archives.output import FORMATS, Tally, make_writer, summary_table
+from gateway.archives.parallel import ScannerFactory, scan_items
+from gateway.archives.progress import Progress
+from gateway.archives.read import ArchiveStats, count_hint, estimate_messages, iter_messages
+from gateway.cli.options import add_config, add_trusted_authserv, error
 
 # --exit-code: what a script or a Sieve/procmail rule can test, as with `spamassassin -e`.
 EXIT_FLAGGED = 1  # some message got tag, quarantine or reject

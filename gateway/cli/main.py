@@ -19,19 +19,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.options import config_error, error, set_prog
+from gateway.cli.options import config_error, error, set_prog
 from gateway.version import version
 
 # Each module defines register(subparsers) which adds its parser and sets `func`.
 COMMAND_MODULES = (
-    "gateway.cmd_scan",  # scan PATH...
-    "gateway.cmd_filter",  # filter [FILE]: the tagged message on stdout (spamc style)
-    "gateway.cmd_explain",  # explain FILE, check-config, rules
-    "gateway.cmd_replay",  # replay PATH... --labels
-    "gateway.cmd_tune",  # tune PATH... --labels (learn weights and thresholds)
-    "gateway.cmd_serve",  # serve
-    "gateway.cmd_milter",  # milter
-    "gateway.cmd_quarantine",  # quarantine list|show|release|delete|purge
+    "gateway.cli.scan",  # scan PATH...
+    "gateway.cli.filter",  # filter [FILE]: the tagged message on stdout (spamc style)
+    "gateway.cli.explain",  # explain FILE, check-config, rules
+    "gateway.cli.replay",  # replay PATH... --labels
+    "gateway.cli.tune",  # tune PATH... --labels (learn weights and thresholds)
+    "gateway.cli.serve",  # serve
+    "gateway.cli.milter",  # milter
+    "gateway.cli.quarantine",  # quarantine list|show|release|delete|purge
 )
 SHELLS = ("bash", "zsh", "fish", "tcsh")
 

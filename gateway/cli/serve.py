@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.options import add_config, add_service_options, config_error
+from gateway.cli.options import add_config, add_service_options, config_error
 from gateway.scanpool import EngineFactory, default_engine_factory
-from gateway.server import Gateway, build_gateway
+from gateway.service import run_until_signalled
+from gateway.smtp.server import build_gateway
 
 log = logging.getLogger("brandgate.serve")
 
@@ -59,30 +59,4 @@ def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine
         gateway = build_gateway(args.config, overrides_from(args), engine_factory=engine_factory)
     except ConfigError as exc:
         return config_error(exc)
-    return asyncio.run(serve(gateway))
-
-
-async def serve(gateway: Gateway) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    try:
-        await gateway.start()
-    except Exception as exc:
-        log.error("cannot start: %s", exc)
-        await gateway.stop()
-        return 1
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def on_hup() -> None:
-        log.info("SIGHUP: reloading configuration")
-        task = loop.create_task(gateway.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    log.info("stopping: draining sessions (up to %g s)", gateway.settings.drain_timeout)
-    await gateway.stop()
-    return 0
+    return asyncio.run(run_until_signalled(gateway))

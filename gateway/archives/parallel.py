@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from filters.sniff import scan_file
-from gateway.archive import Item
+from gateway.archives.read import Item
 from gateway.budget import death, limit_memory
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 START_METHOD_ENV = "BRANDGATE_MP_START"  # override: fork, forkserver or spawn
-_PRELOAD = ["filters.engine", "gateway.parallel"]
+_PRELOAD = ["filters.engine", "gateway.archives.parallel"]
 MAX_BATCH = 64
 
 

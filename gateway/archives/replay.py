@@ -7,8 +7,8 @@ precision of `Verdict.to_dict()` -- per label, rule hits per label); only the fi
 `list_cap` false positives, false negatives and changed verdicts are kept for people to read,
 and the rest are counted.
 
-The scan itself is injected (`ScanFn`): the default runs `gateway.parallel.scan_items` over
-`gateway.archive.iter_messages`, the very engine `brandgate scan` and the gateway run; tests
+The scan itself is injected (`ScanFn`): the default runs `gateway.archives.parallel.scan_items` over
+`gateway.archives.read.iter_messages`, the very engine `brandgate scan` and the gateway run; tests
 may pass a fake.
 """
 
@@ -752,7 +752,7 @@ class EngineScan:
     def __init__(
         self, *, trusted_authserv: Sequence[str] = (), jobs: int = 1, max_bytes: int | None = None
     ) -> None:
-        from gateway.archive import ArchiveStats
+        from gateway.archives.read import ArchiveStats
 
         self.trusted = tuple(trusted_authserv)
         self.jobs = max(1, jobs)
@@ -760,7 +760,7 @@ class EngineScan:
         self.stats = ArchiveStats()  # of the (first) pass, for the report
 
     def _items(self, paths: Sequence[str], count: bool) -> Iterator[Any]:
-        from gateway.archive import ArchiveStats, iter_messages
+        from gateway.archives.read import ArchiveStats, iter_messages
 
         stats = self.stats if count else ArchiveStats()
         return iter_messages(list(paths), max_bytes=self.max_bytes, stats=stats)
@@ -768,7 +768,7 @@ class EngineScan:
     def __call__(
         self, paths: Sequence[str], config: str | None, *, _count: bool = True
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        from gateway.parallel import scan_items
+        from gateway.archives.parallel import scan_items
 
         return scan_items(
             self._items(paths, _count),
@@ -781,7 +781,7 @@ class EngineScan:
         self, paths: Sequence[str], config_a: str | None, config_b: str | None
     ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
         # One read of the archive; each worker holds both engines.
-        from gateway.parallel import scan_pairs
+        from gateway.archives.parallel import scan_pairs
 
         return scan_pairs(
             self._items(paths, True),

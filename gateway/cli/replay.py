@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from config.loader import load_config
-from gateway import replay
-from gateway.cmd_scan import jobs_arg
-from gateway.options import add_config, add_trusted_authserv, error
-from gateway.report import render
+from gateway.archives import replay
+from gateway.archives.report import render
+from gateway.cli.options import add_config, add_trusted_authserv, error
+from gateway.cli.scan import jobs_arg
 
 
 def _csv_list(text: str) -> list[str]:
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config(p)
     add_trusted_authserv(p)
-    from gateway.cmd_tune import add_fit_options
+    from gateway.cli.tune import add_fit_options
 
     add_fit_options(p)
     p.add_argument("--compare-config", metavar="DIR", help="second config to diff verdicts with")
@@ -115,8 +115,8 @@ def _labeller(args: argparse.Namespace) -> replay.Labeller:
 def _progress(args: argparse.Namespace) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
     if args.no_progress or not sys.stderr.isatty():
         return None, lambda: None
-    from gateway.archive import count_hint, estimate_messages
-    from gateway.progress import Progress
+    from gateway.archives.progress import Progress
+    from gateway.archives.read import count_hint, estimate_messages
 
     bar = Progress(count_hint(args.paths) or estimate_messages(args.paths))
     return bar.update, bar.close
@@ -125,7 +125,7 @@ def _progress(args: argparse.Namespace) -> tuple[Callable[[int], None] | None, C
 def _warm_up(config: str | None, jobs: int) -> None:
     """Pay the engine's one-off costs (imports, suffix list, compiled patterns) before the
     scan starts, so that the rate measured over the scan is the steady one for any --jobs."""
-    from gateway.parallel import build_engine, mp_context
+    from gateway.archives.parallel import build_engine, mp_context
 
     if jobs > 1 and mp_context().get_start_method() == "forkserver":
         # The forkserver (a fresh interpreter importing the engine) boots on another core
@@ -211,8 +211,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _cross_validated(args: argparse.Namespace, options: replay.Options) -> dict[str, Any]:
     """`--cv K`: every fold scored by weights and thresholds learned without it (the tune
     extra), beside the figures of the configured weights above."""
-    from gateway import tune
-    from gateway.cmd_tune import fit_options, print_tuning, tuning
+    from gateway.archives import tune
+    from gateway.cli.tune import fit_options, print_tuning, tuning
 
     cfg = load_config(args.config)
     meta = getattr(options.labeller, "meta", lambda _s: ("", ""))

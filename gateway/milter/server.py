@@ -16,8 +16,8 @@
 
 What the message becomes is decided where the SMTP modes decide it: actions.decision_for
 (the recipients' policies; one transaction here may hold several, and the strictest wins),
-actions.mark (headers, banner, ARC), gateway/quarantine.py. gateway/milter_edits.py turns
-the resulting bytes into edit requests, gateway/milter_protocol.py into packets.
+actions.mark (headers, banner, ARC), gateway/quarantine.py. gateway/milter/edits.py turns
+the resulting bytes into edit requests, gateway/milter/protocol.py into packets.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from typing import Any, ClassVar
 
 from config.loader import Config
 from filters.types import Envelope, Verdict
-from gateway import actions, milter_edits
-from gateway import milter_protocol as mp
-from gateway.milter_settings import Endpoint
+from gateway import actions
+from gateway.milter import edits as milter_edits
+from gateway.milter import protocol as mp
+from gateway.milter.settings import Endpoint
 from gateway.scanpool import EngineFactory, ScanOverrun, default_engine_factory
-from gateway.server import OVERRUN_REPLY, Gateway, _kv
+from gateway.service import OVERRUN_REPLY, Service, log_value
 from gateway.settings import GatewaySettings, from_config, with_overrides
 
 log = logging.getLogger("brandgate.milter")
@@ -356,7 +357,7 @@ class MilterConnection:
             fields = {k: v for k, v in record.items() if v is not None}
             # the SMTP modes' line, structured fields included (--log-format json)
             msglog.info(
-                " ".join(f"{k}={_kv(v)}" for k, v in fields.items()), extra={"fields": fields}
+                " ".join(f"{k}={log_value(v)}" for k, v in fields.items()), extra={"fields": fields}
             )
 
     async def _decide(self, envelope: Envelope, record: dict[str, Any]) -> list[bytes]:
@@ -483,9 +484,9 @@ class MilterConnection:
 # --------------------------------------------------------------------------- the server
 
 
-class MilterGateway(Gateway):
-    """The running milter: listener, connections, and the SMTP gateway's scan pool,
-    quarantine store, metrics, reload and drain."""
+class MilterGateway(Service):
+    """The running milter: listener and connections, on the shared Service (scan pool,
+    quarantine store, metrics, reload and drain)."""
 
     def __init__(
         self,
@@ -611,10 +612,14 @@ class MilterGateway(Gateway):
             "HELO": envelope.helo or "",
             "IDENT": record.get("queue_id") or "",
         }
-        xforward = {k: v for k, v in xforward.items() if v}
-        await self._quarantine(raw, envelope, mail_args, xforward, verdict, record)
-        qid = record.get("quarantine_id")
-        return str(qid) if qid else None
+        client = {
+            "addr": envelope.client_ip,
+            "helo": envelope.helo,
+            "xforward": {k: v for k, v in xforward.items() if v},
+            "session": record["session"],
+            "queue_id": record.get("queue_id"),
+        }
+        return await self.quarantine(raw, envelope, mail_args, client, verdict, record)
 
 
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux

@@ -14,9 +14,9 @@ from filters.checks import all_rules
 from filters.engine import Engine
 from filters.explain import render
 from filters.sniff import scan_file
-from gateway.archive import Item, iter_messages
-from gateway.options import add_config, add_trusted_authserv, error
-from gateway.replay import split_source
+from gateway.archives.read import Item, iter_messages
+from gateway.archives.replay import split_source
+from gateway.cli.options import add_config, add_trusted_authserv, error
 from gateway.settings import check_gateway, from_config
 
 
