@@ -112,7 +112,9 @@ def test_rules_with_a_bad_config_is_a_clean_error_not_a_traceback_defect_5(
 def test_one_error_prefix_for_every_command_defect_5(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "brandgate.toml").write_text("[thresholds]\ntag = 'x'\n")
+    # Two errors: each on its own line with the prefix (milter printed the later ones bare).
+    # serve and milter fail at config load, before they listen on anything.
+    (tmp_path / "brandgate.toml").write_text("[thresholds]\ntag = 'x'\nreject = 'y'\n")
     cfg = str(tmp_path)
     for argv in (
         ["scan", str(PHISH), "--config", cfg],
@@ -122,10 +124,19 @@ def test_one_error_prefix_for_every_command_defect_5(
         ["quarantine", "list", "--config", cfg],
         ["rules", "--config", cfg],
         ["check-config", "--config", cfg],
+        ["serve", "--config", cfg, "--listen", "127.0.0.1:0", "--metrics", ""],
+        ["milter", "--config", cfg, "--listen", "inet:127.0.0.1:0", "--metrics", ""],
+        ["tune", str(PHISH), "--labels", "folders", "--config", cfg, "--no-progress"],
     ):
-        code, _, err = run(capsys, *argv)
-        assert code == 2, argv
-        assert err.startswith(f"brandgate {argv[0]}: error: {tmp_path / 'brandgate.toml'}: "), err
+        code, out, err = run(capsys, *argv)
+        prefix = f"brandgate {argv[0]}: "
+        lines = err.splitlines()
+        assert code == 2 and out == "", (argv, out, err)
+        assert len(lines) == 3 and all(ln.startswith(prefix) for ln in lines), err
+        where = f"{prefix}error: {tmp_path / 'brandgate.toml'}: thresholds."
+        assert all(line.startswith(where) for line in lines[:2]), err
+        assert 'thresholds.tag: expected a number, got "x"' in lines[0]
+        assert lines[2] == f"{prefix}2 configuration errors"
 
 
 def test_check_config_lists_every_file_and_what_each_changed_defect_7(

@@ -127,13 +127,10 @@ def handler(args: argparse.Namespace) -> int:
         error(f"no such message: {safe(exc.args[0])}")
         return 1
     except ReleaseRefused as exc:
-        print(f"brandgate quarantine: {safe(str(exc))}", file=sys.stderr)
+        error(safe(str(exc)))
         return 1
     except FileNotFoundError as exc:
-        print(
-            f"brandgate quarantine: message file missing: {safe(str(exc.filename))}",
-            file=sys.stderr,
-        )
+        error(f"message file missing: {safe(str(exc.filename))}")
         return 1
 
 
@@ -352,10 +349,9 @@ def _release_claimed(
         print(f"re-scan: {verdict.verdict} score={verdict.score:.2f} ({safe(verdict.summary)})")
         if (verdict.verdict == "reject" or verdict.status == "overrun") and not args.force:
             store.abandon_release(e.id, token)
-            print(
+            error(
                 f"{e.id} not released: the re-scan says {verdict.verdict}"
-                f"{' (overrun)' if verdict.status == 'overrun' else ''}; use --force",
-                file=sys.stderr,
+                f"{' (overrun)' if verdict.status == 'overrun' else ''}; use --force"
             )
             return 1
     fields = actions.tag_fields(verdict) if verdict is not None else []
@@ -369,7 +365,7 @@ def _release_claimed(
     result = reinject(data, e, host, port, settings.greeting_name, settings.relay_timeout)
     if not result.ok:
         store.abandon_release(e.id, token)
-        print(f"release failed, message kept: {safe(result.reply)}", file=sys.stderr)
+        error(f"release failed, message kept: {safe(result.reply)}")
         return 1
     new = verdict.to_dict() if verdict is not None else None
     store.finish_release(
