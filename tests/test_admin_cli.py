@@ -301,6 +301,82 @@ def test_release_defaults_to_the_invoking_user_and_audit_detail_is_json_defect_1
     assert cmd_quarantine._json_or_text("free text") == "free text"
 
 
+def _quarantine_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`brandgate quarantine ...` as an admin runs it: its own process, its own environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "quarantine", *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def test_release_without_by_records_the_invoking_user_and_show_prints_detail_as_json_defect_12(
+    tmp_path: Path,
+) -> None:
+    from filters.types import Verdict
+    from gateway.quarantine import QuarantineStore
+    from tests.rawsink import raw_sink
+    from tests.test_gateway_support import config_dir
+
+    cfg = config_dir(tmp_path, engine="verify_dkim = false")  # no DNS from a test
+    qdir = tmp_path / "q"
+    store = QuarantineStore(qdir).open()
+    held = Verdict("quarantine", 9.0, None, (), "held for the test")
+    raw = b"From: a@sender.example\r\nSubject: hi\r\n\r\nhello\r\n"
+    ids = [
+        store.store(
+            raw, mail_from="a@sender.example", rcpts=r, mail_options=(), client={}, verdict=held
+        )
+        for r in (("bob@rcpt.example",), ("bob@rcpt.example", "eve@rcpt.example"))
+    ]
+    common = ["--config", str(cfg), "--quarantine-dir", str(qdir)]
+    base = {k: v for k, v in os.environ.items() if k not in ("SUDO_USER", "LOGNAME", "USER")}
+    users = [
+        {**base, "SUDO_USER": "carol", "LOGNAME": "root", "USER": "root"},  # sudo: who asked
+        {**base, "LOGNAME": "dave", "USER": "dave"},  # no sudo: the login name
+    ]
+    with raw_sink() as hop:
+        hop_at = f"127.0.0.1:{hop.port}"
+        released = [
+            _quarantine_cli(env, "release", qid, "--reason", "why", "--next-hop", hop_at, *common)
+            for qid, env in zip(ids, users, strict=True)
+        ]
+    assert [r.returncode for r in released] == [0, 0], [r.stderr for r in released]
+    assert len(hop.messages) == 2
+    assert b"X-Brandgate-Released: " + ids[0].encode() + b" by carol" in hop.messages[0].data
+    assert released[0].stdout.rstrip().endswith("for 1 recipient")
+    assert released[1].stdout.rstrip().endswith("for 2 recipients")
+    for qid, who in zip(ids, ("carol", "dave"), strict=True):
+        shown = _quarantine_cli(base, "show", qid, *common)
+        assert shown.returncode == 0, shown.stderr
+        audit = json.loads(shown.stdout)["audit"]
+        assert [(a["action"], a["by"], a["reason"]) for a in audit] == [("release", who, "why")]
+        detail = audit[0]["detail"]
+        # an object, not JSON inside a string
+        assert isinstance(detail, dict), detail
+        assert detail["next_hop"] == f"127.0.0.1:{hop.port}"
+        assert detail["reply"].startswith("250") and detail["rescan"]["verdict"]
+
+
+def test_quarantine_output_is_singular_for_one_message_defect_12(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from filters.types import Verdict
+    from gateway.quarantine import QuarantineStore
+
+    qdir = tmp_path / "q"
+    store = QuarantineStore(qdir).open()
+    held = Verdict("quarantine", 9.0, None, (), "s")
+    store.store(b"Subject: one\r\n\r\nhi\r\n", mail_from="a@x.example", rcpts=("r@y.example",),
+                mail_options=(), client={}, verdict=held)  # fmt: skip
+    code, out, _ = run(capsys, "quarantine", "list", "--quarantine-dir", str(qdir))
+    assert code == 0 and out.splitlines()[-1] == "1 message (1 held)"
+    args = ("quarantine", "purge", "--older-than", "0s", "--by", "t", "--quarantine-dir", str(qdir))
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and out == "purged 1 message\n"
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and out == "purged 0 messages\n"
+
+
 # --------------------------------------------------------------------------- scan, filter
 
 

@@ -24,6 +24,7 @@ from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.archives.parallel import Budget, map_ordered
+from gateway.archives.replay import plural
 from gateway.cli.options import add_config, config_error, error
 from gateway.quarantine import Entry, QuarantineStore, ReleaseRefused
 from gateway.scanpool import Scanner, default_engine_factory, engine_config_for_serve
@@ -119,7 +120,7 @@ def handler(args: argparse.Namespace) -> int:
             print(f"deleted {args.id}")
             return 0
         ids = store.purge(args.older_than, args.by)
-        print(f"purged {len(ids)} message(s)")
+        print(f"purged {len(ids)} {plural(len(ids), 'message')}")
         return 0
     except ConfigError as exc:
         return config_error(exc)
@@ -183,7 +184,7 @@ def _list(store: QuarantineStore, args: argparse.Namespace) -> int:
     ]
     print(_columns(head, rows, numeric={4}, clip={5: 20, 6: 36, 7: 36, 8: 60}))
     held = sum(1 for e in entries if not e.released and not e.deleted)
-    print(f"{len(entries)} {'message' if len(entries) == 1 else 'messages'} ({held} held)")
+    print(f"{len(entries)} {plural(len(entries), 'message')} ({held} held)")
     return 0
 
 
@@ -384,5 +385,6 @@ def _release_claimed(
         host,
         port,
     )
-    print(f"released {e.id}: accepted by {host}:{port} for {len(e.rcpts)} recipient(s)")
+    n = len(e.rcpts)
+    print(f"released {e.id}: accepted by {host}:{port} for {n} {plural(n, 'recipient')}")
     return 0
