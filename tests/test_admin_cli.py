@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -165,6 +166,107 @@ def test_check_config_lists_every_file_and_what_each_changed_defect_7(
     assert "{" not in out and "'" not in out  # no Python reprs
     assert "tagging: " in out and "headers only (DKIM signatures stay valid)" in out
     assert "passed mail:" in out and "header fields prepended, the rest as it came" in out
+
+
+# --------------------------------------------------------------------------- STARTTLS config
+
+
+def _certificate(folder: Path, name: str, *passphrase: str) -> tuple[Path, Path]:
+    """A self-signed test certificate and its key (EC: quick to make)."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+         *(["-passout", f"pass:{passphrase[0]}"] if passphrase else ["-nodes"])],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates (scripts/system-deps)")
+    folder = tmp_path_factory.mktemp("tls")
+    a_cert, a_key = _certificate(folder, "a")
+    _b_cert, b_key = _certificate(folder, "b")
+    enc_cert, enc_key = _certificate(folder, "enc", "secret")
+    garbage = folder / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    return {"cert": a_cert, "key": a_key, "other_key": b_key, "garbage": garbage,
+            "enc_cert": enc_cert, "enc_key": enc_key, "missing": folder / "none.crt"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "blamed", "says"),
+    [
+        ("cert", None, "gateway.tls_cert", "set without tls_key: STARTTLS needs both"),
+        (None, "key", "gateway.tls_key", "set without tls_cert: STARTTLS needs both"),
+        ("missing", "key", "gateway.tls_cert", "no such file: {missing}"),
+        ("cert", "missing", "gateway.tls_key", "no such file: {missing}"),
+        ("garbage", "key", "gateway.tls_cert", "no PEM certificate in {garbage}"),
+        ("key", "key", "gateway.tls_cert", "no PEM certificate in {key}"),
+        ("cert", "garbage", "gateway.tls_key",
+         "no PEM private key without a passphrase in {garbage}"),
+        ("cert", "other_key", "gateway.tls_key",
+         "{other_key} is not the private key of the certificate in {cert}"),
+        ("enc_cert", "enc_key", "gateway.tls_key",
+         "{enc_key} is protected by a passphrase: give the key without one"),
+    ],
+)  # fmt: skip
+def test_starttls_certificate_errors_name_the_file_and_key(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    certificates: dict[str, Path],
+    cert: str | None,
+    key: str | None,
+    blamed: str,
+    says: str,
+) -> None:
+    lines = ["[gateway]"]
+    lines += [f'tls_cert = "{certificates[cert]}"'] if cert else []
+    lines += [f'tls_key = "{certificates[key]}"'] if key else []
+    (tmp_path / "brandgate.toml").write_text("\n".join(lines) + "\n")
+    # stdin closed: an encrypted key must be an error, never a passphrase prompt
+    code, out, err = run(capsys, "check-config", "--config", str(tmp_path))
+    expected = says.format(**{k: str(v) for k, v in certificates.items()})
+    assert code == 2 and out == ""
+    assert (
+        err
+        == f"brandgate check-config: error: {tmp_path / 'brandgate.toml'}: {blamed}: {expected}\n"
+    )
+
+
+def test_starttls_certificate_that_cannot_be_read_is_named(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    certificates: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unreadable = tmp_path / "private.crt"
+    unreadable.write_bytes(certificates["cert"].read_bytes())
+    unreadable.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: refuse the read as the OS would for others
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: real(p, m) and Path(p) != unreadable)
+    (tmp_path / "brandgate.toml").write_text(
+        f'[gateway]\ntls_cert = "{unreadable}"\ntls_key = "{certificates["key"]}"\n'
+        'mode = "after-queu"\n'
+    )
+    code, _, err = run(capsys, "check-config", "--config", str(tmp_path))
+    main = tmp_path / "brandgate.toml"
+    assert code == 2
+    assert (
+        f"brandgate check-config: error: {main}: gateway.tls_cert: not readable: {unreadable}"
+        in err
+    )
+    assert "gateway.mode: " in err  # reported with the other errors, all at once
+    # a good pair is accepted
+    (tmp_path / "brandgate.toml").write_text(
+        f'[gateway]\ntls_cert = "{certificates["cert"]}"\ntls_key = "{certificates["key"]}"\n'
+    )
+    code, _, err = run(capsys, "check-config", "--config", str(tmp_path))
+    assert code == 0, err
 
 
 # --------------------------------------------------------------------------- allow / block
