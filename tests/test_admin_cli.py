@@ -168,6 +168,33 @@ def test_check_config_lists_every_file_and_what_each_changed_defect_7(
     assert "passed mail:" in out and "header fields prepended, the rest as it came" in out
 
 
+def test_check_config_shows_the_values_a_brand_overlay_changed_defect_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = load_config(None).registry.brands["amazon"]
+    dropped = shipped.names[-1]
+    kept = shipped.sender_domains[0]
+    (tmp_path / "brands").mkdir()
+    overlay = tmp_path / "brands" / "local.toml"
+    overlay.write_text(
+        f'[brands.amazon]\nsender_domains = ["amazon-mail.example", "{kept}"]\n'
+        f'remove_names = ["{dropped}", "Never There"]\ncategory = "shop"\n'
+        '[brands.acme]\nname = "Acme"\nsource = "test"\nsender_domains = ["acme.example"]\n'
+    )
+    code, out, err = run(capsys, "check-config", "--config", str(tmp_path))
+    assert code == 0, err
+    changes = out[out.index("changes over the shipped configuration:") :]
+    block = changes[changes.index(f"{overlay}:") :].splitlines()[1:3]
+    assert [ln.strip() for ln in block] == [
+        "brands added: acme",
+        f"brands.amazon: sender_domains added 1 (amazon-mail.example); names removed 1 "
+        f'({dropped}); names not there to remove: Never There; category = "shop" '
+        f'(was "{shipped.category}")',
+    ]
+    amazon = load_config(tmp_path).registry.brands["amazon"]
+    assert kept in amazon.sender_domains and dropped not in amazon.names
+
+
 # --------------------------------------------------------------------------- STARTTLS config
 
 
