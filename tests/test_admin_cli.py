@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -694,7 +695,76 @@ def test_report_has_confusion_matrix_brands_bounds_and_a_legend_defect_11(
     svg = page[page.index('class="pr-curve"') :]
     svg = svg[: svg.index("</svg>")]
     assert "configured: threshold" in svg and "recommended: threshold" in svg
-    assert svg.count("<text") - svg.count('font-size="11">') >= 0
+    assert_labels_apart(page, svgs=3)  # two histograms and the precision/recall plot
+
+
+def _label_boxes(svg: str) -> tuple[list[tuple[str, Box]], float, float]:
+    """Each <text> of an SVG with the box it covers: a generous 0.6 em a character, 0.75 em
+    above the baseline and 0.2 em below, moved by text-anchor and a rotate(-90 cx cy)."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg)
+    out = []
+    for t in root.iter(ns + "text"):
+        size, x, y = (float(t.get(k, "0")) for k in ("font-size", "x", "y"))
+        text = "".join(t.itertext())
+        width = 0.6 * size * len(text)
+        x0 = x - {"start": 0.0, "middle": width / 2, "end": width}[t.get("text-anchor", "start")]
+        box = (x0, y - 0.75 * size, x0 + width, y + 0.2 * size)
+        turn = re.fullmatch(r"rotate\(-90 ([\d.]+) ([\d.]+)\)", t.get("transform", "") or "")
+        if t.get("transform"):
+            assert turn, t.get("transform")  # a transform this check does not know
+            cx, cy = map(float, turn.groups())
+            box = (cx + box[1] - cy, cy - (box[2] - cx), cx + box[3] - cy, cy - (box[0] - cx))
+        out.append((text, box))
+    return out, float(root.get("width", "0")), float(root.get("height", "0"))
+
+
+Box = tuple[float, float, float, float]
+
+
+def assert_labels_apart(page: str, svgs: int) -> None:
+    """No two labels of any plot on the page overlap, and none is cut off by the canvas."""
+    found = re.findall(r"<svg .*?</svg>", page, re.S)
+    assert len(found) == svgs
+    for svg in found:
+        boxes, width, height = _label_boxes(svg)
+        assert boxes
+        for text, (x0, y0, x1, y1) in boxes:
+            assert min(x0, y0) >= 0 and x1 <= width and y1 <= height, (text, width, height)
+        for i, (a, ba) in enumerate(boxes):
+            for b, bb in boxes[i + 1 :]:
+                apart = ba[2] <= bb[0] or bb[2] <= ba[0] or ba[3] <= bb[1] or bb[3] <= ba[1]
+                assert apart, f"{a!r} {ba} overlaps {b!r} {bb}"
+
+
+def test_report_labels_do_not_overlap_when_thresholds_crowd_defect_11(tmp_path: Path) -> None:
+    # A wide score range (one phish at 80) puts tag, quarantine and reject a few pixels apart
+    # on the histograms; thresholds with decimals make the legend entries long.
+    for i, score in enumerate([9, 5.25, 1, 13.75, 80]):
+        write_msg(tmp_path / "phish" / f"p{i}.eml", score, "RULE_A")
+    for i, score in enumerate([0, 0, 2, 4.25, 8.5]):
+        write_msg(tmp_path / "ham" / f"h{i}.eml", score, "RULE_B")
+    doc = run_fake([str(tmp_path)], replay.FolderLabels(["phish", "ham"]))
+    page = render(doc)
+    assert "configured: threshold 4.25" in page and "recommended: threshold 9" in page
+    assert_labels_apart(page, svgs=3)
+
+
+def test_report_says_which_sweep_rows_it_shows_defect_12(tmp_path: Path) -> None:
+    # Over 2 x SWEEP_ROWS candidate thresholds: the table shows every 2nd one.
+    from gateway.archives.report import SWEEP_ROWS
+
+    for i in range(2 * SWEEP_ROWS + 10):
+        label = "phish" if i % 2 else "ham"
+        write_msg(tmp_path / label / f"m{i}.eml", i / 10, "RULE_A")
+    doc = run_fake([str(tmp_path)], replay.FolderLabels(["phish", "ham"]))
+    points = len(doc["sweep"]["points"])
+    assert 2 * SWEEP_ROWS <= points < 3 * SWEEP_ROWS, points
+    assert f"{points} candidate thresholds; every 2nd shown here, all of them in the JSON " in (
+        render(doc)
+    )
 
 
 def test_replay_tally_counts_brands_and_leaves_not_mail_out() -> None:
