@@ -848,8 +848,10 @@ def show(value: Any) -> str:
 
 
 def _brand_changes(dirs: list[Path], read: Reader, log: _ChangeLog) -> None:
-    """Which brands an admin file adds and which shipped ones it changes (keys named)."""
-    seen: set[str] = set()
+    """Which brands an admin file adds, and for each shipped one it changes, the values
+    added and removed (as for lists), e.g.
+    `brands.amazon: sender_domains added 1 (amazon-mail.example); names removed 1 (Amazon)`."""
+    merged: dict[str, dict[str, Any]] = {}
     for root in dirs:
         for file in _brand_files(root):
             try:
@@ -860,17 +862,42 @@ def _brand_changes(dirs: list[Path], read: Reader, log: _ChangeLog) -> None:
             if not isinstance(brands, dict):
                 continue
             log.touch(file)
-            added = sorted(k for k in brands if k not in seen)
-            changed = [
-                f"{k} ({', '.join(sorted(v)) if isinstance(v, dict) else 'replaced'})"
-                for k, v in sorted(brands.items())
-                if k in seen
-            ]
-            if seen and added:
+            added = sorted(k for k in brands if k not in merged)
+            if merged and added:
                 log.add(file, f"brands added: {', '.join(added)}")
-            if changed:
-                log.add(file, f"brands changed: {', '.join(changed)}")
-            seen |= set(brands)
+            for key, spec in sorted(brands.items()):
+                if not isinstance(spec, dict):
+                    continue  # _brand reports it
+                if key in merged:
+                    parts = _brand_diff(merged[key], spec)
+                    log.add(file, f"brands.{key}: {'; '.join(parts) or 'no change'}")
+                    merged[key] = _extend_brand(merged[key], spec)
+                else:
+                    merged[key] = dict(spec)
+
+
+def _brand_diff(base: Mapping[str, Any], over: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, value in over.items():
+        field_ = key.removeprefix("remove_")
+        current = base.get(field_)
+        if field_ in _BRAND_LISTS and isinstance(value, list) and isinstance(current, list):
+            given = [str(v) for v in value]
+            if key == field_:
+                new = [v for v in given if v not in current]
+                out.append(f"{key} added {len(new)} ({_sample(new)})" if new else "")
+            else:
+                have = {str(v).casefold() for v in current}
+                gone = [v for v in given if v.casefold() in have]
+                missing = [v for v in given if v.casefold() not in have]
+                out.append(f"{field_} removed {len(gone)} ({_sample(gone)})" if gone else "")
+                out.append(f"{field_} not there to remove: {_sample(missing)}" if missing else "")
+        elif key == "notes" and isinstance(value, dict):
+            out.append(f"notes for {_sample(str(k) for k in value)}" if value else "")
+        elif base.get(key) != value:
+            was = f" (was {show(base[key])})" if key in base else " (new)"
+            out.append(f"{key} = {show(value)}{was}")
+    return [line for line in out if line]
 
 
 # --------------------------------------------------------------------------- entry point

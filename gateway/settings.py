@@ -523,20 +523,18 @@ def _consistency(
     s: GatewaySettings, table: Mapping[str, Any], file_of: FileOf
 ) -> list[ConfigError]:
     out = []
-    if (s.tls_cert is None) != (s.tls_key is None):
-        key = "gateway.tls_key" if s.tls_key is None else "gateway.tls_cert"
-        out.append(ConfigError(file_of(key), key, "STARTTLS needs both tls_cert and tls_key"))
+    # What was written, not what loaded: a missing file is already its own error.
+    cert_given, key_given = bool(table.get("tls_cert")), bool(table.get("tls_key"))
+    if cert_given != key_given:
+        # Named where the one that is set was set: the admin's file, not the shipped default.
+        given, missing = ("tls_cert", "tls_key") if cert_given else ("tls_key", "tls_cert")
+        key = f"gateway.{given}"
+        out.append(ConfigError(file_of(key), key, f"set without {missing}: STARTTLS needs both"))
     elif s.tls_cert is not None and s.tls_key is not None:
-        try:
-            tls_context(s.tls_cert, s.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            out.append(
-                ConfigError(
-                    file_of("gateway.tls_cert"),
-                    "gateway.tls_cert",
-                    f"cannot load the certificate and key: {exc}",
-                )
-            )
+        problem = _tls_problem(s.tls_cert, s.tls_key)
+        if problem is not None:
+            key, text = problem
+            out.append(ConfigError(file_of(key), key, text))
     langs = {s.banner_language} | {
         e["banner_language"] for e in s.recipients.values() if "banner_language" in e
     }
@@ -555,11 +553,42 @@ def _consistency(
     return out
 
 
+def _tls_problem(cert: Path, key: Path) -> tuple[str, str] | None:
+    """(the key to blame, what is wrong) when the pair does not load, in words and naming the
+    file: OpenSSL's own "[SSL] PEM lib (_ssl.c:3905)" says neither which file nor why."""
+    try:
+        tls_context(cert, key)
+        return None
+    except PassphraseNeeded:
+        return "gateway.tls_key", f"{key} is protected by a passphrase: give the key without one"
+    except (OSError, ssl.SSLError) as exc:
+        failure = exc
+    try:
+        # The certificate on its own, so that a bad one is not blamed on the key.
+        ssl.create_default_context(cafile=str(cert))
+    except (OSError, ssl.SSLError):
+        return "gateway.tls_cert", f"no PEM certificate in {cert}"
+    if isinstance(failure, ssl.SSLError) and failure.reason == "KEY_VALUES_MISMATCH":
+        return "gateway.tls_key", f"{key} is not the private key of the certificate in {cert}"
+    if isinstance(failure, ssl.SSLError):
+        return "gateway.tls_key", f"no PEM private key without a passphrase in {key}"
+    return "gateway.tls_cert", f"cannot load {cert} with {key}: {failure.strerror or failure}"
+
+
+class PassphraseNeeded(Exception):
+    """The private key is encrypted; a service has no one to type the passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise PassphraseNeeded()
+
+
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """The server side of STARTTLS: TLS 1.2 or newer, the certificate chain and its key."""
+    """The server side of STARTTLS: TLS 1.2 or newer, the certificate chain and its key.
+    Raises PassphraseNeeded for an encrypted key (OpenSSL would prompt on the terminal)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_cert_chain(str(cert), str(key), password=_no_passphrase)
     return ctx
 
 

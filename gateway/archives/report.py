@@ -383,14 +383,20 @@ def histogram_svg(
             "</title></rect>"
         )
     hi = low + n * width
-    for name, t in thresholds.items():
+    # Close thresholds on a wide score range would put their names on top of each other (and
+    # over the count at the top of the axis): each name goes on the first free row.
+    rows: list[list[tuple[float, float]]] = [[(ml - 4 - _text_width(str(top), 10), ml)]]
+    for name, t in sorted(thresholds.items(), key=lambda kv: kv[1]):
         if low <= t <= hi:
             x = ml + pw * (t - low) / (hi - low)
+            short = _SHORT.get(name, name)
+            span = (x - 2 - _text_width(short, 9), x)
+            row = _free_row(rows, span)
             out.append(
                 f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + ph}" stroke="#333" '
                 f'stroke-dasharray="3,3"><title>{_e(f"{name} threshold {t:g}")}</title></line>'
-                f'<text x="{x - 2:.1f}" y="{mt + 8}" font-size="9" text-anchor="end" '
-                f'fill="#333">{_e(_SHORT.get(name, name))}</text>'
+                f'<text x="{x - 2:.1f}" y="{mt + 8 + 11 * row}" font-size="9" '
+                f'text-anchor="end" fill="#333">{_e(short)}</text>'
             )
     out.append(
         f'<text x="{ml - 4}" y="{mt + 10}" font-size="10" text-anchor="end">{top}</text>'
@@ -399,20 +405,41 @@ def histogram_svg(
     for i in range(0, n + 1, max(1, n // 8)):
         x = ml + i * bw
         out.append(
-            f'<text x="{x:.1f}" y="{h - 12}" font-size="10" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{h - 14}" font-size="10" text-anchor="middle">'
             f"{low + i * width:g}</text>"
         )
     out.append(
-        f'<text x="{ml + pw / 2:.1f}" y="{h - 1}" font-size="10" text-anchor="middle">score</text>'
+        f'<text x="{ml + pw / 2:.1f}" y="{h - 2}" font-size="10" text-anchor="middle">score</text>'
     )
     out.append("</svg>")
     return "".join(out)
 
 
+def _text_width(text: str, size: float) -> float:
+    """A generous width of SVG text (0.6 em a character: wider than most sans-serif text)."""
+    return 0.6 * size * len(text)
+
+
+def _free_row(rows: list[list[tuple[float, float]]], span: tuple[float, float]) -> int:
+    """The first row in which the horizontal span (x0, x1) meets no other; it is taken."""
+    for i, taken in enumerate(rows):
+        if all(span[1] + 2 <= a or b + 2 <= span[0] for a, b in taken):
+            taken.append(span)
+            return i
+    rows.append([span])
+    return len(rows) - 1
+
+
 def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] | None]) -> str:
     """Precision against recall over the threshold sweep, with the named operating points."""
-    w, h, m = 400, 330, 42
+    # The legend below the plot has one line per operating point: side by side, a long name
+    # ran into the next one.
+    shown_marks = [
+        p for p in marks.values() if p and p["precision"] is not None and p["recall"] is not None
+    ]
+    w, m, line = 400, 42, 16
     pw, ph = w - 2 * m, 300 - 2 * m
+    h = m + ph + 50 + line * max(0, len(shown_marks) - 1) + 8
 
     def xy(p: dict[str, Any]) -> tuple[float, float]:
         return m + pw * float(p["recall"]), m + ph * (1 - float(p["precision"]))
@@ -449,11 +476,10 @@ def pr_curve_svg(points: list[dict[str, Any]], marks: dict[str, dict[str, Any] |
         fill = _MARK_COLOURS[i % len(_MARK_COLOURS)]
         tip = f"{name}: threshold {float(p['threshold']):g}"
         out.append(_marker(i, x, y, fill, tip))
-        lx = m + shown * 170
+        ly = legend_y + shown * line
         out.append(
-            _marker(i, lx + 5, legend_y - 4, fill, tip)
-            + f'<text x="{lx + 14:.1f}" y="{legend_y:.1f}" font-size="11">'
-            f"{_e(tip)}</text>"
+            _marker(i, m + 5, ly - 4, fill, tip)
+            + f'<text x="{m + 14:.1f}" y="{ly:.1f}" font-size="11">{_e(tip)}</text>'
         )
         shown += 1
     out.append("</svg>")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 from config.loader import ConfigError
-from gateway.cli.options import add_config, add_service_options
+from gateway.cli.options import add_config, add_service_options, config_error
 from gateway.milter.server import build_milter
 from gateway.milter.settings import parse_endpoint
 from gateway.scanpool import EngineFactory, default_engine_factory
@@ -54,6 +53,5 @@ def run(args: argparse.Namespace, engine_factory: EngineFactory = default_engine
         )
         milter = build_milter(args.config, overrides, listen=listen, engine_factory=engine_factory)
     except ConfigError as exc:
-        print(f"brandgate milter: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
     return asyncio.run(run_until_signalled(milter))

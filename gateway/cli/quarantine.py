@@ -24,6 +24,7 @@ from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
 from gateway.archives.parallel import Budget, map_ordered
+from gateway.archives.replay import plural
 from gateway.cli.options import add_config, config_error, error
 from gateway.quarantine import Entry, QuarantineStore, ReleaseRefused
 from gateway.scanpool import Scanner, default_engine_factory, engine_config_for_serve
@@ -119,7 +120,7 @@ def handler(args: argparse.Namespace) -> int:
             print(f"deleted {args.id}")
             return 0
         ids = store.purge(args.older_than, args.by)
-        print(f"purged {len(ids)} message(s)")
+        print(f"purged {len(ids)} {plural(len(ids), 'message')}")
         return 0
     except ConfigError as exc:
         return config_error(exc)
@@ -127,13 +128,10 @@ def handler(args: argparse.Namespace) -> int:
         error(f"no such message: {safe(exc.args[0])}")
         return 1
     except ReleaseRefused as exc:
-        print(f"brandgate quarantine: {safe(str(exc))}", file=sys.stderr)
+        error(safe(str(exc)))
         return 1
     except FileNotFoundError as exc:
-        print(
-            f"brandgate quarantine: message file missing: {safe(str(exc.filename))}",
-            file=sys.stderr,
-        )
+        error(f"message file missing: {safe(str(exc.filename))}")
         return 1
 
 
@@ -186,7 +184,7 @@ def _list(store: QuarantineStore, args: argparse.Namespace) -> int:
     ]
     print(_columns(head, rows, numeric={4}, clip={5: 20, 6: 36, 7: 36, 8: 60}))
     held = sum(1 for e in entries if not e.released and not e.deleted)
-    print(f"{len(entries)} {'message' if len(entries) == 1 else 'messages'} ({held} held)")
+    print(f"{len(entries)} {plural(len(entries), 'message')} ({held} held)")
     return 0
 
 
@@ -352,10 +350,9 @@ def _release_claimed(
         print(f"re-scan: {verdict.verdict} score={verdict.score:.2f} ({safe(verdict.summary)})")
         if (verdict.verdict == "reject" or verdict.status == "overrun") and not args.force:
             store.abandon_release(e.id, token)
-            print(
+            error(
                 f"{e.id} not released: the re-scan says {verdict.verdict}"
-                f"{' (overrun)' if verdict.status == 'overrun' else ''}; use --force",
-                file=sys.stderr,
+                f"{' (overrun)' if verdict.status == 'overrun' else ''}; use --force"
             )
             return 1
     fields = actions.tag_fields(verdict) if verdict is not None else []
@@ -369,7 +366,7 @@ def _release_claimed(
     result = reinject(data, e, host, port, settings.greeting_name, settings.relay_timeout)
     if not result.ok:
         store.abandon_release(e.id, token)
-        print(f"release failed, message kept: {safe(result.reply)}", file=sys.stderr)
+        error(f"release failed, message kept: {safe(result.reply)}")
         return 1
     new = verdict.to_dict() if verdict is not None else None
     store.finish_release(
@@ -388,5 +385,6 @@ def _release_claimed(
         host,
         port,
     )
-    print(f"released {e.id}: accepted by {host}:{port} for {len(e.rcpts)} recipient(s)")
+    n = len(e.rcpts)
+    print(f"released {e.id}: accepted by {host}:{port} for {n} {plural(n, 'recipient')}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from config.loader import ConfigError, load_config
 from gateway.archives import replay
-from gateway.cli.options import add_config, add_trusted_authserv
+from gateway.cli.options import add_config, add_trusted_authserv, config_error, error
 from gateway.cli.scan import jobs_arg
 
 
@@ -197,8 +197,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         # weights a previous tuning shipped (a weight learned as 0 would lose its sign).
         prior = tune.Prior.of(load_config(args.config, learned=False))
         labeller, meta = labeller_for(args.labels, sorted(positive | negative | {"malformed"}))
-    except (replay.LabelError, ConfigError) as exc:
-        print(f"brandgate: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        return config_error(exc)
+    except replay.LabelError as exc:
+        error(str(exc))
         return 2
     started = time.monotonic()
     samples = tune.collect(
@@ -213,7 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     try:
         doc = tuning(samples, prior, fit_options(args, positive, negative), args.cv)
     except ValueError as exc:
-        print(f"brandgate: {exc}", file=sys.stderr)
+        error(str(exc))
         return 2
     doc["seconds"] = round(time.monotonic() - started, 1)
     model = doc.pop("_model")
@@ -258,7 +260,7 @@ def _write_overlay(path: Path, text: str) -> int:
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
-        print(f"brandgate: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        error(f"cannot write {target}: {exc.strerror or exc}")
         return 1
     print(f"overlay written to {target}", file=sys.stderr)
     return 0
