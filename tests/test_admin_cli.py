@@ -141,6 +141,25 @@ def test_one_error_prefix_for_every_command_defect_5(
         assert lines[2] == f"{prefix}2 configuration errors"
 
 
+def test_gateway_and_engine_errors_come_out_together_for_both_live_doors_defect_7(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One run lists a [thresholds] error, a [gateway] error and a [gateway.milter] one.
+    (tmp_path / "brandgate.toml").write_text(
+        "[thresholds]\ntag = 'x'\n[gateway]\nmode = 'after-queu'\n"
+        "[gateway.milter]\nquarantine = 'spam-folder'\n"
+    )
+    for argv in (
+        ["serve", "--config", str(tmp_path), "--listen", "127.0.0.1:0", "--metrics", ""],
+        ["milter", "--config", str(tmp_path), "--listen", "inet:127.0.0.1:0", "--metrics", ""],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, err
+        assert "thresholds.tag" in err and "gateway.mode" in err, err
+        assert "gateway.milter.quarantine" in err, err
+        assert err.splitlines()[-1] == f"brandgate {argv[0]}: 3 configuration errors", err
+
+
 def test_check_config_lists_every_file_and_what_each_changed_defect_7(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -43,7 +43,7 @@ from gateway.milter import protocol as mp
 from gateway.milter.settings import Endpoint
 from gateway.scanpool import EngineFactory, ScanOverrun, default_engine_factory
 from gateway.service import OVERRUN_REPLY, Service, log_value
-from gateway.settings import GatewaySettings, from_config, with_overrides
+from gateway.settings import GatewaySettings, check_gateway, from_config, with_overrides
 
 log = logging.getLogger("brandgate.milter")
 msglog = logging.getLogger("brandgate.message")
@@ -681,10 +681,11 @@ def build_milter(
     listen: Endpoint | None = None,
     engine_factory: EngineFactory = default_engine_factory,
 ) -> MilterGateway:
-    """Load config, validate [gateway] and [gateway.milter], apply flags. Raises ConfigError."""
+    """Load config, validate [gateway] and [gateway.milter] with the loader's own checks (every
+    error in one report), apply flags. Raises ConfigError."""
     from config.loader import load_config
 
-    config = load_config(config_path)
+    config = load_config(config_path, extra=[check_gateway])
     settings = with_overrides(from_config(config), **overrides)
     return MilterGateway(
         config,
