@@ -156,8 +156,9 @@ class Tally:
         return self.messages / self.elapsed
 
 
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else word + "s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """The word for n of it: 1 message, 2 messages (`many` for irregular plurals)."""
+    return word if n == 1 else (many or word + "s")
 
 
 def summary_table(
@@ -178,8 +179,8 @@ def summary_table(
         lines.append(f"{name:<12}{count:>10}{share:>8.1f}%")
     lines.append(f"{'total':<12}{total:>10}{100.0 if total else 0.0:>8.1f}%")
     lines.append(
-        f"{total} {_plural(total, 'message')} in {tally.elapsed:.2f} s: {tally.rate:.1f} msg/s"
-        f" ({jobs} {_plural(jobs, 'job')})"
+        f"{total} {plural(total, 'message')} in {tally.elapsed:.2f} s: {tally.rate:.1f} msg/s"
+        f" ({jobs} {plural(jobs, 'job')})"
     )
     lines.append(
         f"errors: {tally.scan_errors} scan, {archive_errors} unreadable; "
@@ -187,7 +188,7 @@ def summary_table(
     )
     if tally.not_mail:
         lines.append(
-            f"not mail: {tally.not_mail} {_plural(tally.not_mail, 'file')} (empty, binary or "
+            f"not mail: {tally.not_mail} {plural(tally.not_mail, 'file')} (empty, binary or "
             "without a mail header) passed over, counted as pass above"
         )
     if interrupted:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from filters.types import VERDICTS
+from gateway.archives.output import plural
 
 # (paths, config dir or None) -> (source, verdict dict) in input order.
 ScanFn = Callable[[Sequence[str], str | None], Iterator[tuple[str, dict[str, Any]]]]
@@ -717,10 +718,6 @@ def result(out: Outcome) -> dict[str, Any]:
             "changed": out.diff.to_dict(),
         }
     return doc
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    return word if n == 1 else (many or word + "s")
 
 
 def scope_warnings(policy: LabelPolicy, tally: Tally) -> list[str]:

@@ -23,8 +23,8 @@ from typing import Any
 from config.loader import Config, ConfigError, load_config
 from filters.types import Envelope, Verdict
 from gateway import actions
+from gateway.archives.output import plural
 from gateway.archives.parallel import Budget, map_ordered
-from gateway.archives.replay import plural
 from gateway.cli.options import add_config, config_error, error
 from gateway.quarantine import Entry, QuarantineStore, ReleaseRefused
 from gateway.scanpool import Scanner, default_engine_factory, engine_config_for_serve

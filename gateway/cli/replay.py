@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from config.loader import load_config
 from gateway.archives import replay
+from gateway.archives.output import plural
 from gateway.archives.report import render
 from gateway.cli.options import add_config, add_trusted_authserv, error
 from gateway.cli.scan import jobs_arg
@@ -290,7 +291,7 @@ def print_summary(doc: dict[str, Any], out: TextIO) -> None:
     for note in doc.get("notes") or ([doc["note"]] if doc.get("note") else []):
         w(f"NOTE: {note}\n")
     n = doc["messages"]
-    w(f"{n} {replay.plural(n, 'message')} in {doc['seconds']} s")
+    w(f"{n} {plural(n, 'message')} in {doc['seconds']} s")
     w(f" ({doc['rate']}/s)\n" if doc.get("rate") else "\n")
     w(f"{'label':<12} {'kind':<9} {'total':>7} {'pass':>7} {'tag':>7} {'quar':>7} {'reject':>7}\n")
     for label, row in doc["per_label"].items():
