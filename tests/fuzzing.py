@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DEV = ROOT.parent / "shared" / "corpus" / "dev"
 GOLDEN = ROOT / "tests" / "golden"
 HARD_TIMEOUT = 20.0  # seconds: past it a case is a hang
+SLOW_SECONDS = 2.0  # issue 11: no case may take longer (CPU or wall), counted and listed
 WORKER_MEMORY_MB = 1024
 
 # Bytes that steer mutations into the parser's and the gateway's corners.
@@ -105,7 +106,7 @@ def plan(count: int, seed: int, seed_files: list[Path]) -> Iterator[Case]:
         elif rng.random() < 0.05:
             yield Case(f"gen:banner-boundary:{rng.randint(50, 62)}", case_seed)
         elif rng.random() < 0.05:
-            yield Case(f"gen:padded-phish:{rng.choice([1500, 11000, 60000])}", case_seed)
+            yield Case(f"gen:padded-phish:{rng.choice([1500, 11000, 60000, 70000])}", case_seed)
         else:
             gen = rng.choice(GENERATORS)
             yield Case(f"gen:{gen.name}:{rng.choice(gen.sizes)}", case_seed)
@@ -201,6 +202,10 @@ class Report:
     peak_rss_mb: float = 0.0
     peak_case: str = ""
     seconds: float = 0.0
+    slow_seconds: float = SLOW_SECONDS
+    slow: list[dict[str, Any]] = field(default_factory=list)  # over slow_seconds, CPU or wall
+    cpu_total: float = 0.0
+    by_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # cases, slowest, peak
 
     def add(self, rec: dict[str, Any], keep: int = 5) -> None:
         self.tried += 1
@@ -209,10 +214,24 @@ class Report:
             return
         if rec.get("error"):
             self.crashes.append(rec)
+        if max(rec.get("cpu", 0.0), rec.get("wall", 0.0)) > self.slow_seconds:
+            self.slow.append(rec)
+        self.cpu_total += rec.get("cpu", 0.0)
+        self._count_class(rec)
         if rec.get("rss_mb", 0) > self.peak_rss_mb:
             self.peak_rss_mb, self.peak_case = rec["rss_mb"], rec["case"]
         if "cpu" in rec:
             self.slowest = sorted([*self.slowest, rec], key=lambda r: -r["cpu"])[:keep]
+
+    def _count_class(self, rec: dict[str, Any]) -> None:
+        """Per generator class (or "mutate"): cases, CPU spent, the slowest one."""
+        kind, _, rest = rec["case"].partition(":")
+        name = kind if kind != "gen" else rest.rpartition(":")[0]
+        row = self.by_class.setdefault(name, {"cases": 0, "cpu": 0.0, "slowest": None})
+        row["cases"] += 1
+        row["cpu"] += rec.get("cpu", 0.0)
+        if row["slowest"] is None or rec.get("cpu", 0.0) > row["slowest"]["cpu"]:
+            row["slowest"] = _brief(rec)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,9 +241,17 @@ class Report:
             "peak_worker_rss_mb": round(self.peak_rss_mb, 1),
             "peak_case": self.peak_case,
             "seconds": round(self.seconds, 1),
+            "cpu_mean_ms": round(1000 * self.cpu_total / max(1, self.tried), 2),
+            "slow_seconds": self.slow_seconds,
+            "slow": len(self.slow),
+            "slow_list": [_brief(r) for r in sorted(self.slow, key=lambda r: -r["wall"])[:20]],
             "slowest": [_brief(r) for r in self.slowest],
             "crashes": [_brief(r) | {"error": r["error"]} for r in self.crashes[:20]],
             "hangs_list": [_brief(r) for r in self.hangs[:20]],
+            "by_class": {
+                name: row | {"cpu": round(row["cpu"], 3)}
+                for name, row in sorted(self.by_class.items())
+            },
         }
 
 
@@ -240,8 +267,14 @@ def _overrun(case: Case, reason: str) -> dict[str, Any]:
     return record | {"error": f"worker lost: {reason}"}
 
 
-def campaign(cases: int, seed: int = 1, jobs: int = 2, timeout: float = HARD_TIMEOUT) -> Report:
-    report = Report()
+def campaign(
+    cases: int,
+    seed: int = 1,
+    jobs: int = 2,
+    timeout: float = HARD_TIMEOUT,
+    slow_seconds: float = SLOW_SECONDS,
+) -> Report:
+    report = Report(slow_seconds=slow_seconds)
     t0 = time.monotonic()
     results = map_ordered(
         fuzz_one,

@@ -53,7 +53,7 @@ def padding_fields(count: int) -> bytes:
 
 def padded_phish(test_id: str = "padded", fields: int = 11_000) -> bytes:
     """The phish behind a header block of `fields` padding fields (issue 11, defect 2): over
-    1 MiB with fields=60_000, and over the field limit from 1,000."""
+    1 MiB with fields=70_000 (60,000 make 950 KB), and over the field limit from 1,000."""
     return padding_fields(fields) + phish(test_id)
 
 
@@ -162,13 +162,13 @@ def _doubling(first: int, count: int) -> tuple[int, ...]:
 # `scripts/fuzz --growth` shows the cost below the limit and the cost of cutting above it.
 GENERATORS: tuple[Generator, ...] = (
     Generator("long-host", "labels in a link host", long_host, _doubling(32, 10)),
-    Generator("long-word", "chars in one word", long_word, _doubling(256, 8)),
+    Generator("long-word", "chars in one word", long_word, _doubling(16, 12)),
     Generator("deep-nesting", "MIME levels", deep_nesting, _doubling(4, 8)),
     Generator("many-parts", "MIME parts", many_parts, _doubling(16, 8)),
     Generator("many-headers", "header fields", many_headers, _doubling(250, 9)),
     Generator("continuations", "continuation lines", continuation_lines, _doubling(2048, 9)),
     Generator("encoded-words", "RFC 2047 words", encoded_words, _doubling(500, 8)),
-    Generator("encoded-word-bomb", "bytes in one word", encoded_word_bomb, _doubling(4096, 9)),
+    Generator("encoded-word-bomb", "bytes in one word", encoded_word_bomb, _doubling(256, 13)),
     Generator("huge-line", "bytes in one line", huge_line, _doubling(65536, 8)),
     Generator("many-links", "links", many_links, _doubling(125, 7)),
 )

@@ -9,10 +9,13 @@ more than a command line's limit or keep a session alive with junk.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.smtp import relay
 from gateway.smtp.server import COMMAND_LINE_LIMIT, JUNK_COMMAND_LIMIT
@@ -125,6 +128,23 @@ def test_bare_cr_is_kept_and_nothing_is_smuggled(tmp_path: Path) -> None:
     got = hop.messages[0].data
     assert got == data + b"\r\n"  # the only change: the message ends with a line break
     assert b"\r\nX-Hidden:" not in got
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200).map(lambda b: bytes(b"\r\n.a"[x % 4] for x in b)), st.integers(1, 64)
+)
+def test_dot_stuffing_in_pieces_equals_the_whole_message_stuffed_at_once(
+    message: bytes, chunk: int
+) -> None:
+    """The relay stuffs a message piece by piece (the event loop runs between pieces); the
+    pieces, cut anywhere, join into exactly what the one-pass definition gives."""
+    from gateway.smtp.client import stuffed_chunks
+
+    data = re.sub(rb"\r?\n", b"\r\n", message)
+    data = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
+    want = (data if not data or data.endswith(b"\r\n") else data + b"\r\n") + b".\r\n"
+    assert b"".join(stuffed_chunks(message, chunk)) == want
 
 
 def test_dot_stuffing_keeps_bare_cr_and_ends_every_message_once() -> None:

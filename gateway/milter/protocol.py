@@ -247,9 +247,16 @@ def parse_header(data: bytes) -> tuple[bytes, bytes]:
     return name, value
 
 
+def envelope_text(raw: bytes) -> str:
+    """Envelope bytes (addresses, ESMTP parameters) losslessly: bytes that are not UTF-8 as
+    surrogate escapes, as the SMTP modes hold them, so that the quarantine stores and a
+    release sends exactly the address the client gave."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def address(arg: bytes) -> str:
     """The address inside MAIL/RCPT's angle brackets ("" for the null sender)."""
-    value = text(arg).strip()
+    value = envelope_text(arg).strip()
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]
     return value

@@ -230,7 +230,7 @@ class MilterConnection:
         args = mp.parse_args(data)
         self._new_message()
         self.mail_from = mp.address(args[0])
-        self.mail_args = tuple(mp.text(a) for a in args[1:])
+        self.mail_args = tuple(mp.envelope_text(a) for a in args[1:])
 
     def _on_rcpt(self, data: bytes) -> None:
         self.rcpts.append(mp.address(mp.parse_args(data)[0]))

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from .postfix import Lab, Proc, brandgate_serve_available, running_lab, skip_reason
+from .postfix import (
+    Lab,
+    Proc,
+    brandgate_cli,
+    brandgate_serve_available,
+    running_lab,
+    skip_reason,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,6 +62,16 @@ def before_queue_lab(
     serve_available: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lab]:
     yield from _lab(tmp_path_factory, "before-queue")
+
+
+@pytest.fixture(scope="module")
+def milter_lab(postfix_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Postfix with smtpd_milters on its front door (brandgate milter goes on the filter
+    port, started by the test), a relay door that queues into it, and the sink."""
+    res = brandgate_cli("milter", "--help", timeout=30)
+    if res.returncode != 0:
+        pytest.skip(f"`brandgate milter` is not available: {res.stderr[-300:]}")
+    yield from _lab(tmp_path_factory, "milter")
 
 
 @pytest.fixture

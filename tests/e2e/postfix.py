@@ -550,16 +550,24 @@ def milter_proc(
 
 def held_seqs(postfix: PostfixInstance) -> Counter[str]:
     """X-Test-Seq values of the messages in Postfix's hold queue (read with postcat)."""
+    return queue_seqs(postfix, ("hold",))
+
+
+def queue_seqs(postfix: PostfixInstance, queues: Sequence[str]) -> Counter[str]:
+    """X-Test-Seq values of the messages in these Postfix queues (postcat of each queue file;
+    a file that moves on while it is read is skipped: it is counted where it lands)."""
     seqs: Counter[str] = Counter()
-    for path in sorted((postfix.spool / "hold").glob("*")):
-        res = subprocess.run(
-            [postfix_bin("postcat"), "-c", str(postfix.etc), "-h", str(path)],
-            capture_output=True,
-            timeout=30,
-        )
-        m = _SEQ_RE.search(res.stdout)
-        if m:
-            seqs[m.group(1).decode(errors="replace")] += 1
+    for q in queues:
+        root = postfix.spool / q
+        for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []:
+            res = subprocess.run(
+                [postfix_bin("postcat"), "-c", str(postfix.etc), "-h", str(path)],
+                capture_output=True,
+                timeout=30,
+            )
+            m = _SEQ_RE.search(res.stdout)
+            if m:
+                seqs[m.group(1).decode(errors="replace")] += 1
     return seqs
 
 

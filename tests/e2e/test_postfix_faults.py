@@ -147,6 +147,8 @@ def test_sigkill(after_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: 
 
 @contextlib.contextmanager
 def small_disk(path: Path, size: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
                    check=True)  # fmt: skip
@@ -156,25 +158,28 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def fill_disk(disk: Path) -> Path:
+    """A file that takes everything but a few KiB of the disk: no message fits."""
+    filler = disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+    assert shutil.disk_usage(disk).free < 64 * 1024
+    return filler
+
+
 def test_quarantine_disk_full(
     after_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
     lab = after_queue_lab
     with small_disk(tmp_path / "disk", "8m") as disk:
         qdir = disk / "q"
         gate = procs(gateway(lab, tmp_path, "disk-full", qdir))
-        filler = disk / "filler"
-        # everything but a few KiB: no message fits
-        with contextlib.suppress(OSError), filler.open("wb") as fh:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
+        filler = fill_disk(disk)
         before = deferrals(lab)
         load = Load(lab, "disk")
         result = load.wait()
-        assert shutil.disk_usage(disk).free < 64 * 1024
         # Messages for the quarantine are refused with 451 and wait in Postfix; the others
         # go on to the sink. Wait until that has happened, then make room.
         assert wait_until(lambda: deferrals(lab) > before, 60), diagnostics(lab, gate)

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from .postfix import Lab, Proc, brandgate_cli, make_message, wait_until, write_o
 from .test_postfix_after_queue import brandgate_tags, diagnostics, unique
 
 
-def scan_verdict(raw: bytes, tmp_path: Path, config: Path) -> dict[str, object]:
+def scan_verdict(raw: bytes, tmp_path: Path, config: Path) -> dict[str, Any]:
     path = tmp_path / f"scan-{unique()}.eml"
     path.write_bytes(raw)
     res = brandgate_cli("scan", str(path), "--format", "jsonl", "-q", "--config", str(config))
@@ -34,14 +35,20 @@ def rules_of(tags: dict[str, str]) -> set[str]:
     return {item.split("=")[0].strip() for item in tags.get("X-Brandgate-Rules", "").split(",")}
 
 
+# 11,000 short fields: past max_headers (each far below Postfix's per-header limit); 70,000:
+# a header block over 1 MiB, past max_header_bytes too (the issue's "cut so that From, Subject
+# and every other header are lost").
+@pytest.mark.parametrize("fields", [11_000, 70_000])
 def test_padded_phish_gets_the_bare_ones_verdict_through_postfix(
-    after_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path
+    after_queue_lab: Lab, procs: Callable[[Proc], Proc], tmp_path: Path, fields: int
 ) -> None:
     lab = after_queue_lab
     config = write_overlay_config(tmp_path / "config", tag=4.0, quarantine=1000, reject=2000)
     gate = procs(lab.brandgate(tmp_path / "q", config=config, log_name="padded.log"))
     ids = {"bare": unique(), "padded": unique()}
-    messages = {"bare": phish(ids["bare"]), "padded": padded_phish(ids["padded"], 11_000)}
+    messages = {"bare": phish(ids["bare"]), "padded": padded_phish(ids["padded"], fields)}
+    if fields > 60_000:
+        assert len(messages["padded"]) > 1 << 20
     for name, raw in messages.items():
         c = Client(lab.ports.front)
         c.cmd(b"EHLO client.test.invalid")
@@ -56,12 +63,23 @@ def test_padded_phish_gets_the_bare_ones_verdict_through_postfix(
     assert got["bare"]["X-Brandgate-Verdict"] == got["padded"]["X-Brandgate-Verdict"] == "tag"
     assert rules_of(got["padded"]) == rules_of(got["bare"]) | {"LIMIT_EXCEEDED"}
     assert got["bare"]["X-Brandgate-Brand"] == got["padded"]["X-Brandgate-Brand"] == "Amazon"
-    # ... and `scan` of the very bytes sent says the same
+    # ... and `scan` of the very bytes sent says the same, with what was cut
+    scanned = {}
     for name, raw in messages.items():
         record = scan_verdict(raw, tmp_path, config)
         assert record["verdict"] == "tag", record
         assert float(got[name]["X-Brandgate-Score"]) == pytest.approx(float(record["score"]))
-    print(f"padded phish through Postfix: bare {got['bare']}, padded {got['padded']}")
+        scanned[name] = record
+    limits = [f for f in scanned["padded"]["findings"] if f["rule"] == "LIMIT_EXCEEDED"]
+    assert limits and "max_headers" in str(limits[0]), scanned["padded"]
+    if fields > 60_000:
+        assert "max_header_bytes" in str(limits[0]), limits
+    figures = {
+        name: (got[name]["X-Brandgate-Verdict"], got[name]["X-Brandgate-Score"], len(raw))
+        for name, raw in messages.items()
+    }
+    print(f"padded phish ({fields} fields) through Postfix, (verdict, score, bytes): {figures};"
+          f" scan's limit finding: {limits[0]}")  # fmt: skip
 
 
 ENVELOPES = {

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -35,7 +35,6 @@ from .postfix import (
     postfix_bin,
     queue_id,
     run_load,
-    running_lab,
     send,
     wait_until,
     write_overlay_config,
@@ -47,12 +46,8 @@ DKIM_DNS = dict_dns({"lab._domainkey.sender.test.invalid": DKIM_RECORD})
 
 
 @pytest.fixture(scope="module")
-def lab(postfix_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    res = brandgate_cli("milter", "--help", timeout=30)
-    if res.returncode != 0:
-        pytest.skip(f"`brandgate milter` is not available: {res.stderr[-300:]}")
-    with running_lab(tmp_path_factory.mktemp("milter"), "milter") as lab:
-        yield lab
+def lab(milter_lab: Lab) -> Lab:
+    return milter_lab
 
 
 def start_milter(
