@@ -12,8 +12,6 @@ from __future__ import annotations
 import random
 import smtplib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,8 +20,7 @@ import pytest
 
 from tests.hostile import continuation_lines
 from tests.rawsink import raw_sink
-from tests.test_gateway_process import REPO, _wait_port
-from tests.test_gateway_support import free_port
+from tests.test_gateway_process import serve_process
 
 pytestmark = pytest.mark.timeout(180)
 GREETING_BOUND = 1.0
@@ -43,36 +40,24 @@ def test_other_sessions_get_220_within_a_second_during_a_10mb_hostile_message(
 ) -> None:
     raw = continuation_lines(1_400_000, random.Random(0))
     assert len(raw) > 9_500_000
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "brandgate.toml").write_text("[engine]\nverify_dkim = false\n")
-    port = free_port()
-    with raw_sink() as hop:
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "conf")]
-        argv += ["--listen", f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{hop.port}"]
-        argv += ["--mode", "before-queue", "--quarantine-dir", str(tmp_path / "q")]
-        argv += ["--metrics", "", "--workers", "2"]
-        proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE)
-        try:
-            _wait_port(port, proc)
-            reply: list[tuple[int, bytes]] = []
+    with raw_sink() as hop, serve_process(tmp_path, hop.port, mode="before-queue", workers=2) as s:
+        port = s[0]
+        reply: list[tuple[int, bytes]] = []
 
-            def hostile() -> None:
-                with smtplib.SMTP("127.0.0.1", port, timeout=120) as c:
-                    c.ehlo("attacker.test.invalid")
-                    c.mail("a@sender.example")
-                    c.rcpt("b@rcpt.example")
-                    reply.append(c.data(raw))
+        def hostile() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=120) as c:
+                c.ehlo("attacker.test.invalid")
+                c.mail("a@sender.example")
+                c.rcpt("b@rcpt.example")
+                reply.append(c.data(raw))
 
-            sender = threading.Thread(target=hostile)
-            sender.start()
-            probes = []
-            while sender.is_alive():
-                probes.append(greeting_seconds(port))
-                time.sleep(0.05)
-            sender.join()
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        sender = threading.Thread(target=hostile)
+        sender.start()
+        probes = []
+        while sender.is_alive():
+            probes.append(greeting_seconds(port))
+            time.sleep(0.05)
+        sender.join()
     assert reply and reply[0][0] == 550, reply  # the phish behind the padding is refused
     assert len(probes) >= 5, probes
     assert max(probes) < GREETING_BOUND, sorted(probes)[-5:]

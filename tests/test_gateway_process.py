@@ -3,6 +3,7 @@ quarantine command line against a store filled by the running gateway."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,29 @@ _LAUNCH = (
     "logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
     "sys.exit(run(build_parser().parse_args(sys.argv[1:]), engine_factory=fake_factory))"
 )
+
+
+@contextlib.contextmanager
+def serve_process(
+    tmp_path: Path, next_hop: int, *, mode: str, workers: int, stderr: int | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`brandgate serve` as a real process (real engine, DKIM off) in front of `next_hop`,
+    listening on a free loopback port; terminated afterwards. Yields (port, process)."""
+    conf = tmp_path / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "brandgate.toml").write_text("[engine]\nverify_dkim = false\n")
+    port = free_port()
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(conf)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{next_hop}"]
+    argv += ["--mode", mode, "--quarantine-dir", str(tmp_path / "q")]
+    argv += ["--metrics", "", "--workers", str(workers)]
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.DEVNULL if stderr is None else stderr)
+    try:
+        _wait_port(port, proc)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -125,48 +125,33 @@ def test_relaying_a_message_of_many_short_lines_costs_the_gateway_little_memory(
     process, real engine): the gateway process (not its scan workers) may hold a few copies
     of the message, not 30. Also measured: the longest a greeting waited meanwhile."""
     import socket
-    import subprocess
-    import sys
     import threading
 
-    from tests.test_gateway_process import REPO, _wait_port
-    from tests.test_gateway_support import free_port
+    from tests.test_gateway_process import serve_process
 
     raw = message("minutes", body="ab\r\n" * 5_000_000)
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "brandgate.toml").write_text("[engine]\nverify_dkim = false\n")
-    port = free_port()
-    with raw_sink() as hop:
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "conf")]
-        argv += ["--listen", f"127.0.0.1:{port}", "--next-hop", f"127.0.0.1:{hop.port}"]
-        argv += ["--mode", "after-queue", "--quarantine-dir", str(tmp_path / "q")]
-        argv += ["--metrics", "", "--workers", "1"]
-        proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(port, proc)
-            before = _hwm_mib(proc.pid)
-            reply: list[bytes] = []
+    with raw_sink() as hop, serve_process(tmp_path, hop.port, mode="after-queue", workers=1) as s:
+        port, proc = s
+        before = _hwm_mib(proc.pid)
+        reply: list[bytes] = []
 
-            def send() -> None:
-                c = session(port)
-                reply.append(c.transaction(b"a@sender.example", [b"b@rcpt.example"], raw))
-                c.close()
+        def send() -> None:
+            c = session(port)
+            reply.append(c.transaction(b"a@sender.example", [b"b@rcpt.example"], raw))
+            c.close()
 
-            sender = threading.Thread(target=send)
-            sender.start()
-            waits = []
-            while sender.is_alive():
-                t0 = time.monotonic()
-                with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-                    s.recv(1024)
-                    waits.append(time.monotonic() - t0)
-                    s.sendall(b"QUIT\r\n")
-                time.sleep(0.02)
-            sender.join()
-            grown = _hwm_mib(proc.pid) - before
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        sender = threading.Thread(target=send)
+        sender.start()
+        waits = []
+        while sender.is_alive():
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                s.recv(1024)
+                waits.append(time.monotonic() - t0)
+                s.sendall(b"QUIT\r\n")
+            time.sleep(0.02)
+        sender.join()
+        grown = _hwm_mib(proc.pid) - before
     print(
         f"relaying {len(raw) / 2**20:.1f} MiB of 5M lines: the gateway process grew by "
         f"{grown:.0f} MiB ({grown * 2**20 / len(raw):.1f} bytes per message byte); longest "
