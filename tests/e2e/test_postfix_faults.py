@@ -220,4 +220,6 @@ def test_sighup_under_load(
         os.kill(gate.popen.pid, signal.SIGHUP)
     figures = settle(lab, load.wait(), qdir, "sighup", gate, before)
     assert gate.alive and figures["duplicates"] == 0
-    assert "reloaded configuration" in gate.log.read_text()
+    # a reload under load can outlast the load: wait for the three, none refused
+    reloaded = wait_until(lambda: gate.log.read_text().count("reloaded configuration") >= 3, 60)
+    assert reloaded and "reload refused" not in gate.log.read_text(), gate.log_tail()

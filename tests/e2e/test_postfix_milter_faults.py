@@ -292,7 +292,10 @@ def test_milter_sighup_under_load(
         os.kill(gate.popen.pid, signal.SIGHUP)
     figures = settle(lab, load, "sighup", gate, None)
     assert gate.alive, gate.log_tail()
-    assert gate.log.read_text().count("reloaded configuration") == 3, gate.log_tail()
+    # Under load a reload (new engines in every worker) can outlast the load itself: wait for
+    # all three, each logged once it took effect, none refused.
+    reloaded = wait_until(lambda: gate.log.read_text().count("reloaded configuration") >= 3, 60)
+    assert reloaded and "reload refused" not in gate.log.read_text(), gate.log_tail()
     # a reload is not a fault: nothing was tempfailed for it
     assert figures["deferred_by_postfix"] == 0, (figures, lab.postfix.log_tail())
     release_hold(lab)
