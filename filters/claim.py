@@ -406,7 +406,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
     own = "" if via else _own_label(f)
     out = []
     for m in matches:
-        if own and any(own == w or (len(w) >= 4 and w in own) for w in unknown):
+        if own and any(_names_own(w, own) for w in unknown):
             continue  # the sender's own organisation, writing about the brand
         if not m.strong:
             # An ordinary word is a claim beside service words, or as "<someone> from
@@ -415,7 +415,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
             continue
-        if unknown and m.end - m.start == 1 and _person(written, unknown, f):
+        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name):
             continue
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
@@ -455,12 +455,16 @@ def _own_mailbox(name: str, f: Features) -> bool:
     return len(rest) >= 2 and rest.isalpha() and segment(rest) is None
 
 
-def _person(display: str, unknown: list[str], f: Features) -> bool:
+def _person(display: str, unknown: list[str], f: Features, brand_name: str = "") -> bool:
     """A person's name beside the brand word: "Damien Morton" <damien.morton@...>.
 
     Structural test: the other words are few, written as names (capitalised letters), and the
-    mailbox is named after one of them, as personal mailboxes are."""
-    if len(unknown) > 4:
+    mailbox is named after one of them, as personal mailboxes are. A display name led by the
+    brand, at a mailbox that spells it ("McAfee Secure" <mcafeesecure...@>, "IRS Tax Report"
+    <irsgov-tax...@>), is named after the brand; a surname comes last ("Damien Norton")."""
+    if not unknown or len(unknown) > 4:
+        return False
+    if brand_name and _leads_with(brand_name, display) and _spells_brand(brand_name, f):
         return False
     raw_words = [w for w in re.split(r"[\s,]+", display) if w]
     if not raw_words or not all(
@@ -495,6 +499,27 @@ def _domain_labels(f: Features) -> list[str]:
 
 
 _MAIL_LABELS = frozenset({"mail", "email", "news", "info", "newsletter", "mailer", "smtp", "send"})
+
+
+def _leads_with(name: str, display: str) -> bool:
+    return fold(display).replace(" ", "").startswith(name.replace(" ", ""))
+
+
+def _spells_brand(name: str, f: Features) -> bool:
+    local = fold_joined(f.from_addr.local if f.from_addr else "")
+    word = name.replace(" ", "")
+    return len(word) >= 3 and word in local
+
+
+def _names_own(word: str, own: str) -> bool:
+    """A display-name word that names the sender's own organisation ("Lockergnome" from
+    lockergnome.com): the label itself, or a word that is most of it or stands at its start
+    or end. A short word somewhere inside ("care" in customercare-hjh) is only a word."""
+    if word == own:
+        return True
+    if len(word) < 4 or word not in own:
+        return False
+    return own.startswith(word) or own.endswith(word) or 2 * len(word) >= len(own)
 
 
 def _own_label(f: Features) -> str:
@@ -608,7 +633,7 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
 
     for m, factor in _display_claims(idx, f, ctx):
         vote(m.key, "display-name", m.name, factor)
-    personal = _personal_mailbox(f)
+    personal = _personal_mailbox(idx, f, ctx.lexicon)
     if f.from_addr and f.from_addr.local and not personal:
         for m, factor in _local_matches(idx, f.from_addr.local):
             vote(m.key, "from-local-part", m.name, factor)
@@ -621,11 +646,22 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     return _best(votes, matched, ctx.registry, f)
 
 
-def _personal_mailbox(f: Features) -> bool:
+def _personal_mailbox(idx: _Index, f: Features, lex: Lexicon) -> bool:
     """A person's mailbox named after them ("Damien Norton" <damien.norton@...>): the words
-    of the address are the person's name, whatever brand they spell."""
+    of the address are the person's name, whatever brand they spell. The name is what is left
+    of the display name without service words and distinctive brand names: "USPS Customer
+    Care" <usps@...> has no person in it, and its mailbox is the brand's name."""
     display = f.from_addr.display if f.from_addr else ""
-    return bool(display) and _person(display, fold(display).split(), f)
+    if not display:
+        return False
+    plain, tokens = _token_forms(display)
+    names = _scan_forms(idx, plain, tokens, allow_weak=False)
+    if any(m.start == 0 and _spells_brand(m.name, f) for m in names):
+        return False
+    covered = {i for m in names for i in range(m.start, m.end)}
+    service = _service_words(lex)
+    words = [w for i, w in enumerate(tokens) if i not in covered and w not in service]
+    return _person(display, words, f)
 
 
 def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: bool) -> None:

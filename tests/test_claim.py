@@ -118,3 +118,35 @@ def test_generic_display_freemail_sender_without_brand_is_no_claim() -> None:
         claim_of(from_="bob@gmail.com", display="Customer Service", reply_to=(addr("b@x.org"),))[0]
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("from_", "display"),
+    [
+        ("paypalsecurereview@relay-41.example", "PayPal Secure Review"),  # glued mailbox
+        ("cs.dhlglobal-parcel7781@relay-41.example", "DHL Global Parcel"),  # split mailbox
+    ],
+)
+def test_a_mailbox_named_after_the_brand_is_no_person(from_: str, display: str) -> None:
+    # The display name is led by the brand and the mailbox spells it: the words beside it
+    # ("Secure", "Global") are no person's name, even where the mailbox spells them too.
+    brand, where = claim_of(from_=from_, display=display)
+    assert brand in ("paypal", "dhl")
+    assert "display-name" in where
+
+
+def test_near_miss_a_person_whose_surname_is_a_brand() -> None:
+    # The surname comes last; the mailbox is the person's.
+    assert claim_of(from_="mary.paypal@university.example", display="Mary Paypal")[0] is None
+
+
+def test_a_generic_word_inside_the_senders_domain_is_not_its_organisation() -> None:
+    # "care" stands inside customercare-hjh: a word, not the name of the sender.
+    assert claim_of(from_="notice@customercare-hjh.example", display="DHL Customer Care")[0] == (
+        "dhl"
+    )
+
+
+def test_near_miss_the_sender_naming_its_own_organisation() -> None:
+    # "Parcelwatch" is the sender's own label: it writes about DHL.
+    assert claim_of(from_="news@parcelwatch.example", display="Parcelwatch DHL Digest")[0] is None
