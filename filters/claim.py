@@ -549,9 +549,53 @@ def _with_cue(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_M
             before & before_cues
             or any(_cued_word(w, after_cues) for w in after)
             or m.start == m.end == 0
+            or _after_instrument(tokens, m.start, lex)
         ):
             out.append(m)
     return out
+
+
+# Words that may stand between a gift instrument and the brand it is drawn on ("a gift card
+# for Target", "Gutschein von Lidl", "bon d'achat chez Leclerc").
+_INSTRUMENT_LINKS = frozenset(
+    {"for", "at", "from", "von", "bei", "für", "fur", "de", "chez", "van", "voor", "bij",
+     "da", "do", "di", "del", "na", "w", "z", "od", "dla"}
+)  # fmt: skip
+# Lure categories that name an instrument a brand issues: its gift card, its cash back.
+_INSTRUMENTS = ("gift", "cashback")
+
+
+def _after_instrument(tokens: list[str], start: int, lex: Lexicon) -> bool:
+    """The brand follows one of its gift instruments ("carte-cadeau Shein", "bon d'achat
+    Leclerc", "gift card for Target"): the message hands out the brand's own voucher, and so
+    speaks for it. Ordinary-word names count too: an instrument is no possessive."""
+    if start == 0:
+        return False
+    end = start - 1 if tokens[start - 1] in _INSTRUMENT_LINKS else start
+    phrases = _instrument_phrases(lex)
+    return any(
+        n <= end and tuple(tokens[end - n : end]) in phrases
+        for n in range(1, _MAX_INSTRUMENT_WORDS + 1)
+    )
+
+
+_MAX_INSTRUMENT_WORDS = 3
+_instrument_cache: dict[int, tuple[Lexicon, frozenset[tuple[str, ...]]]] = {}
+
+
+def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
+    hit = _instrument_cache.get(id(lex))
+    if hit is None or hit[0] is not lex:
+        phrases = frozenset(
+            words
+            for t in lex.terms
+            if t.category in _INSTRUMENTS
+            and 0
+            < len(words := tuple(fold(t.phrase, leet=False, normalised=True).split()))
+            <= _MAX_INSTRUMENT_WORDS
+        )
+        hit = _instrument_cache[id(lex)] = (lex, phrases)
+    return hit[1]
 
 
 def _cued_word(word: str, cues: frozenset[str]) -> bool:

@@ -150,3 +150,28 @@ def test_a_generic_word_inside_the_senders_domain_is_not_its_organisation() -> N
 def test_near_miss_the_sender_naming_its_own_organisation() -> None:
     # "Parcelwatch" is the sender's own label: it writes about DHL.
     assert claim_of(from_="news@parcelwatch.example", display="Parcelwatch DHL Digest")[0] is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Claim a gift card for Amazon today",  # instrument, link word, brand
+        "Seu cartão presente Amazon chegou",  # Portuguese, the instrument first
+        "A gift card for Chase customers",  # an ordinary-word name drawn on too
+    ],
+)
+def test_a_brand_after_its_gift_instrument_is_a_claim(subject: str) -> None:
+    brand, where = claim_of(
+        from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject
+    )
+    assert brand in ("amazon", "chase") and where == ("subject",)
+
+
+@pytest.mark.parametrize(
+    "subject", ["Verify Amazon now", "Gift ideas: the Amazon bestsellers", "Chase the sun"]
+)
+def test_near_miss_a_brand_after_other_words_is_a_mention(subject: str) -> None:
+    assert (
+        claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
+        is None
+    )
