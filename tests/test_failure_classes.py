@@ -126,11 +126,29 @@ def test_class3_near_miss_a_mailing_list_post_mentioning_a_brand() -> None:
             subject="[ILUG] cheap disks",
             body="Your Amazon order arrives fast; I bought mine there last week.",
             links=("https://lists.example.net/ilug",),
-            headers="List-Id: Irish Linux Users <ilug.lists.example.net>\r\n",
+            headers=(
+                "List-Id: Irish Linux Users <ilug.lists.example.net>\r\n"
+                "List-Post: <mailto:ilug@lists.example.net>\r\n"
+            ),
         )
     )
     assert v.brand is None or v.brand.brand != "amazon"
     assert v.verdict == "pass"
+
+
+def test_class3_a_list_id_alone_does_not_make_a_discussion_list() -> None:
+    # Bulk senders (and spoofers) stamp List-Id on campaigns; no list takes posts there, so the
+    # display name and the opening still speak for the author.
+    v = scan(
+        message(
+            "Milestone PayPal\u00ae <gael_57916@news-campaign.example>",
+            subject="New PayPal opportunity for you",
+            body="Your PayPal card offer is waiting.",
+            headers="List-Id: <QRiCthG6q.xt.local>\r\n",
+        )
+    )
+    assert claimed(v)[0] == "paypal" and "display-name" in claimed(v)[1]
+    assert v.verdict != "pass"
 
 
 # ----------------------------------------------------------------------------- class 4
