@@ -264,10 +264,16 @@ def _scan(
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
     plain, tokens = _token_forms(text, normalised)
     found = _scan_forms(idx, plain, tokens, allow_weak)
-    if idx.cjk and _NONLATIN.search(text):
-        flat = words_skeleton(text).replace(" ", "")
-        found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
+    found.extend(_cjk_matches(idx, text))
     return found, tokens
+
+
+def _cjk_matches(idx: _Index, text: str) -> list[_Match]:
+    """Names in CJK scripts, found as substrings (those scripts have no word breaks)."""
+    if not idx.cjk or not _NONLATIN.search(text):
+        return []
+    flat = words_skeleton(text).replace(" ", "")
+    return [_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat]
 
 
 def _glued_in_words(idx: _Index, raw_tokens: list[str]) -> list[_Match]:
@@ -396,8 +402,10 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
         matches = _glued_in_words(idx, raw_tokens) or _doubled(idx, tokens)
         if matches:  # a name spelled out, glued on or stuttered: a trick, not a person's name
             return [(matches[0], 1.0)]
+    # A name in a CJK script is distinctive wherever it stands, whatever Latin words are
+    # beside it ("e-Tax（国税電子申告・納税システム）"): those words cannot make it a person's.
+    cjk = _cjk_matches(idx, display)
     if not matches:
-        cjk, _ = _scan(idx, display, allow_weak=False)
         return [(m, 1.0) for m in cjk]
     covered = {i for m in matches for i in range(m.start, m.end)}
     rest = [t for i, t in enumerate(tokens) if i not in covered]
@@ -420,6 +428,8 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
         out.append((m, 1.0 if not unknown else _DISPLAY_STRENGTH_UNKNOWN_WORDS))
+    seen = {m.key for m, _ in out}
+    out.extend((m, 1.0) for m in cjk if m.key not in seen)
     return out
 
 

@@ -175,3 +175,14 @@ def test_near_miss_a_brand_after_other_words_is_a_mention(subject: str) -> None:
         claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
         is None
     )
+
+
+def test_a_cjk_name_beside_latin_words_is_a_claim() -> None:
+    # The Latin word is an ambiguous name ("Prime") that the CJK words beside it cannot make a
+    # claim; the CJK name of the brand is one on its own.
+    brand, where = claim_of(from_="notice@relay-88.example", display="Prime（亚马逊会员中心）")
+    assert brand == "amazon" and where == ("display-name",)
+
+
+def test_near_miss_latin_and_cjk_words_without_a_brand_name() -> None:
+    assert claim_of(from_="notice@relay-88.example", display="Prime（会员中心）")[0] is None
