@@ -738,17 +738,35 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: boo
             vote(m.key, "subject", m.name)
     for key, word in _link_text_matches(f, ctx):
         vote(key, "link-text", word)
-    if personal or f.mailing_list:
+    if f.mailing_list:
         return
     head = f.body[:_BODY_HEAD]
     hits, tokens = _scan(idx, head, allow_weak=False, normalised=True)
-    for m in _with_cue(tokens, hits, lex) if hits else ():
+    cued = _with_cue(tokens, hits, lex) if hits else []
+    if personal:
+        # A person's mailbox: the opening speaks as a brand only where the brand signs as
+        # its own department more than once ("Geek Squad Support: ... Geek Squad Billing
+        # Department"), as invoice scams sent from hijacked mailboxes do; a person mentions.
+        cued = _signed_twice(tokens, cued, lex)
+    for m in cued:
         vote(m.key, "body", m.name, 1.25 if vague else 1.0)
+    if personal:
+        return
     for alt in f.image_alts[:_MAX_ALTS]:
         plain, words = _token_forms(alt)
         for m in _scan_forms(idx, plain, words, allow_weak=False):
             if len(words) <= len(m.name.split()) + 2:  # a logo's alt, not a caption
                 vote(m.key, "img-alt", m.name)
+
+
+def _signed_twice(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_Match]:
+    """The matches of a brand that stands at least twice before a service word."""
+    service = _service_words(lex)
+    signed: dict[str, list[_Match]] = defaultdict(list)
+    for m in matches:
+        if m.end < len(tokens) and tokens[m.end] in service:
+            signed[m.key].append(m)
+    return [ms[0] for ms in signed.values() if len(ms) >= 2]
 
 
 def _domain_claim(f: Features, ctx: Context, idx: _Index) -> tuple[str, str, float] | None:

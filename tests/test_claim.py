@@ -186,3 +186,19 @@ def test_a_cjk_name_beside_latin_words_is_a_claim() -> None:
 
 def test_near_miss_latin_and_cjk_words_without_a_brand_name() -> None:
     assert claim_of(from_="notice@relay-88.example", display="Prime（会员中心）")[0] is None
+
+
+def test_a_brand_signing_twice_as_its_department_from_a_persons_mailbox() -> None:
+    # An invoice scam sent from a hijacked personal mailbox: the person's name is on the
+    # envelope, the opening lines sign as the brand's departments.
+    body = (
+        "Dear customer, an invoice was generated. Questions? Call PayPal Service at 555-0100. "
+        "Thank you, PayPal Security Team"
+    )
+    brand, where = claim_of(from_="zkeller01@school.example", display="Zaydyn Keller", body=body)
+    assert brand == "paypal" and where == ("body",)
+
+
+def test_near_miss_a_person_mentioning_a_brand_once() -> None:
+    body = "I phoned PayPal Service about the refund; they were helpful. See you Sunday."
+    assert claim_of(from_="zkeller01@school.example", display="Zaydyn Keller", body=body)[0] is None
