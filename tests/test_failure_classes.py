@@ -265,3 +265,27 @@ def test_class6_near_miss_the_same_words_from_a_stranger() -> None:
         )
     )
     assert v.verdict != "pass"
+
+
+# ----------------------------------------------------------------------------- callbacks
+# Invoice scams: a charge "you did not make", a number to call. The shipped lure vocabulary
+# names the dispute wording in each language it covers.
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Your order of $489.99 will be autopaid. If you do not recognize this charge, call us.",
+        "Se você não reconhece esta compra, ligue para a central.",
+        "Si no reconoce este cargo, llame a nuestro equipo.",
+    ],
+)
+def test_callback_dispute_wording_is_an_account_lure(body: str) -> None:
+    v = scan(message('"Billing Team" <invoice@relay-12.example>', body=body, links=()))
+    assert "LURE_ACCOUNT" in v.rules
+
+
+def test_callback_near_miss_a_receipt_without_dispute_wording() -> None:
+    body = "Thanks for your order of $489.99. It ships tomorrow."
+    v = scan(message('"Billing Team" <invoice@relay-12.example>', body=body, links=()))
+    assert "LURE_ACCOUNT" not in v.rules
