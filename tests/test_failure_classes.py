@@ -289,3 +289,24 @@ def test_callback_near_miss_a_receipt_without_dispute_wording() -> None:
     body = "Thanks for your order of $489.99. It ships tomorrow."
     v = scan(message('"Billing Team" <invoice@relay-12.example>', body=body, links=()))
     assert "LURE_ACCOUNT" not in v.rules
+
+
+def _own_domain_notice(links: tuple[str, ...]) -> Verdict:
+    return scan(
+        message(
+            "The New York Times <nytdirect@nytimes.com>",
+            subject="Your morning briefing",
+            body="Here is what you need to know today.",
+            links=links,
+        )
+    )
+
+
+def test_class6_a_brands_own_short_link_host_stays_with_the_brand() -> None:
+    v = _own_domain_notice(("https://www.nytimes.com/briefing", "https://nyti.ms/3xYz"))
+    assert "BRAND_LINKS_OWN" in v.rules and "BRAND_DOMAIN_LINKS_OUT" not in v.rules
+
+
+def test_class6_near_miss_a_public_shortener_leaves_the_brand() -> None:
+    v = _own_domain_notice(("https://www.nytimes.com/briefing", "https://bit.ly/3xYz"))
+    assert "BRAND_LINKS_OWN" not in v.rules
