@@ -215,6 +215,24 @@ def test_diversion_silent_for_brand_links_and_brand_esp_tracking() -> None:
     assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINKS_OWN"}
 
 
+# The brand runs a service where anyone publishes pages (forms, sites): its host is free hosting.
+_HOSTING_CTX = replace(
+    CTX, lists=replace(CTX.lists, free_hosting=CTX.lists.free_hosting | {"pages.amazon.com"})
+)
+
+
+def test_brand_links_own_not_earned_by_a_page_anyone_publishes_on_the_brands_service() -> None:
+    # A form on the brand's own publishing service, sent through the brand's own mailer:
+    # the page is whoever made it, so the mail earns no "links stay with the brand".
+    f = features("forms-noreply@amazon.com", links=(link("https://pages.amazon.com/f/abc"),))
+    assert "BRAND_LINKS_OWN" not in rules_of(list(link_diversion.run(f, claim(), _HOSTING_CTX)))
+
+
+def test_near_miss_the_brands_own_pages_still_earn_links_own() -> None:
+    f = features("ship@amazon.com", links=(link("https://www.amazon.com/orders"),))
+    assert rules_of(list(link_diversion.run(f, claim(), _HOSTING_CTX))) == {"BRAND_LINKS_OWN"}
+
+
 def test_links_own_needs_the_brand_as_sender() -> None:
     # A stranger claiming Amazon with only Amazon links wants a reply or a call: no credit.
     f = features("x@random-host.example", links=(link("https://www.amazon.com/orders"),))

@@ -58,8 +58,14 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     vouched = own_sender or sender_vendor is not None
     if not foreign:
         # Only the brand's own (or its vendor's) mail earns this: a stranger copying the
-        # brand's links wants a reply or a call, not a click.
-        if vouched and any(reg.may_link(brand, d) for link in links for d in target_domains(link)):
+        # brand's links wants a reply or a call, not a click. A page anyone can publish on
+        # the brand's own service (its forms, sites, buckets) is no link of the brand's.
+        hosted = any(free_hosted(link.host, ctx.lists) for link in links)
+        if (
+            vouched
+            and not hosted
+            and any(reg.may_link(brand, d) for link in links for d in target_domains(link))
+        ):
             yield Finding(
                 "BRAND_LINKS_OWN",
                 (f"all {len(links)} links go to {brand.name}'s own domains",),
