@@ -590,22 +590,38 @@ def _after_instrument(tokens: list[str], start: int, lex: Lexicon) -> bool:
 
 
 _MAX_INSTRUMENT_WORDS = 3
-_instrument_cache: dict[int, tuple[Lexicon, frozenset[tuple[str, ...]]]] = {}
+# Lure categories that give something away: a subject with one offers a prize.
+_PRIZES = ("gift", "cashback", "prize", "selected", "claim", "reward", "survey")
+_MAX_PRIZE_WORDS = 4
+_PhraseKey = tuple[int, tuple[str, ...], int]
+_phrase_cache: dict[_PhraseKey, tuple[Lexicon, frozenset[tuple[str, ...]]]] = {}
+
+
+def _phrases(lex: Lexicon, categories: tuple[str, ...], most: int) -> frozenset[tuple[str, ...]]:
+    """The lure phrases of `categories` (at most `most` words) as folded word tuples."""
+    key = (id(lex), categories, most)
+    hit = _phrase_cache.get(key)
+    if hit is None or hit[0] is not lex:
+        folded = (
+            tuple(fold(t.phrase, leet=False, normalised=True).split())
+            for t in lex.terms
+            if t.category in categories
+        )
+        hit = _phrase_cache[key] = (lex, frozenset(w for w in folded if 0 < len(w) <= most))
+    return hit[1]
 
 
 def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
-    hit = _instrument_cache.get(id(lex))
-    if hit is None or hit[0] is not lex:
-        phrases = frozenset(
-            words
-            for t in lex.terms
-            if t.category in _INSTRUMENTS
-            and 0
-            < len(words := tuple(fold(t.phrase, leet=False, normalised=True).split()))
-            <= _MAX_INSTRUMENT_WORDS
-        )
-        hit = _instrument_cache[id(lex)] = (lex, phrases)
-    return hit[1]
+    return _phrases(lex, _INSTRUMENTS, _MAX_INSTRUMENT_WORDS)
+
+
+def _offers_prize(tokens: list[str], lex: Lexicon) -> bool:
+    phrases = _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS)
+    return any(
+        tuple(tokens[i : i + n]) in phrases
+        for i in range(len(tokens))
+        for n in range(1, _MAX_PRIZE_WORDS + 1)
+    )
 
 
 def _cued_word(word: str, cues: frozenset[str]) -> bool:
@@ -733,8 +749,11 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: boo
     subject = f.subject[:_MAX_NAME_TEXT]
     hits, tokens = _scan(idx, subject, allow_weak=True)
     cued = _with_cue(tokens, hits, lex)
+    # A subject that hands out a prize names the brand as what is given away ("Sie wurden
+    # für eine Oral-B ausgewählt", "500€ IKEA Gutscheins"): bait in the brand's name.
+    baited = any(m.strong for m in hits) and _offers_prize(tokens, lex)
     for m in hits:
-        if m in cued or (m.strong and vague):
+        if m in cued or (m.strong and (vague or baited)):
             vote(m.key, "subject", m.name)
     for key, word in _link_text_matches(f, ctx):
         vote(key, "link-text", word)

@@ -202,3 +202,20 @@ def test_a_brand_signing_twice_as_its_department_from_a_persons_mailbox() -> Non
 def test_near_miss_a_person_mentioning_a_brand_once() -> None:
     body = "I phoned PayPal Service about the refund; they were helpful. See you Sunday."
     assert claim_of(from_="zkeller01@school.example", display="Zaydyn Keller", body=body)[0] is None
+
+
+def test_a_subject_giving_a_brands_goods_away_claims_the_brand() -> None:
+    # The author names nobody and the subject hands out a prize in the brand's name.
+    subject = "You have been selected for a free PayPal prize"
+    brand, where = claim_of(
+        from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject
+    )
+    assert brand == "paypal" and where == ("subject",)
+
+
+def test_near_miss_a_subject_naming_a_brand_without_a_prize() -> None:
+    subject = "PayPal results beat forecasts"
+    assert (
+        claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
+        is None
+    )
