@@ -310,3 +310,27 @@ def test_class6_a_brands_own_short_link_host_stays_with_the_brand() -> None:
 def test_class6_near_miss_a_public_shortener_leaves_the_brand() -> None:
     v = _own_domain_notice(("https://www.nytimes.com/briefing", "https://bit.ly/3xYz"))
     assert "BRAND_LINKS_OWN" not in v.rules
+
+
+# ----------------------------------------------------------------------------- credit bait
+# "Pre-approved" credit in a brand's name: an offer the reader was picked for.
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Your pre-approved card with a $10,000 limit", "Você tem um limite pré-aprovado no cartão"],
+)
+def test_pre_approved_credit_is_a_reward_lure(subject: str) -> None:
+    v = scan(message('"Card Offers" <offers@relay-12.example>', subject=subject, body="Apply."))
+    assert "LURE_REWARD" in v.rules
+
+
+def test_pre_approved_near_miss_an_approval_notice() -> None:
+    v = scan(
+        message(
+            '"Card Offers" <offers@relay-12.example>',
+            subject="Your leave request was approved",
+            body="Apply.",
+        )
+    )
+    assert "LURE_REWARD" not in v.rules
