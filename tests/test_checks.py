@@ -215,6 +215,24 @@ def test_diversion_silent_for_brand_links_and_brand_esp_tracking() -> None:
     assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINKS_OWN"}
 
 
+def _one_link_of_ten_out(sender: str) -> Finding:
+    own = tuple(link(f"https://www.amazon.com/p/{i}") for i in range(9))
+    f = features(sender, display="Amazon", links=(*own, link("https://partner-shop.example/x")))
+    (found,) = _run(link_diversion, f, claim())
+    return found
+
+
+def test_a_stray_link_from_the_brands_own_domain_counts_little() -> None:
+    # Brands link to partners and trackers: one link in ten leaving counts a third.
+    found = _one_link_of_ten_out("news@amazon.com")
+    assert found.rule == "BRAND_DOMAIN_LINKS_OUT" and found.factor == 0.33
+
+
+def test_near_miss_the_same_links_from_a_stranger_count_more() -> None:
+    found = _one_link_of_ten_out("news@deals-outlet.example")
+    assert found.rule == "BRAND_LINK_DIVERSION" and found.factor == 0.55
+
+
 # The brand runs a service where anyone publishes pages (forms, sites): its host is free hosting.
 _HOSTING_CTX = replace(
     CTX, lists=replace(CTX.lists, free_hosting=CTX.lists.free_hosting | {"pages.amazon.com"})

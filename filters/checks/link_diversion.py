@@ -73,7 +73,10 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             )
         return
     share = len(foreign) / max(1, len(links))
-    factor = min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5)
+    # From the brand's own domain a stray link among many is a partner or a tracker; a spoof
+    # of that domain sends most of its links away.
+    base = 0.25 if own_sender else 0.5
+    factor = min(1.0, base + (1 - base) * share) * max(claim.strength, 0.5)
     if own_sender and any(reg.may_send(brand, d) for d in f.dkim_domains):
         # The brand's domain signed it (as it claims; verification, where there is DNS, says
         # whether it holds): a brand linking to partners, not a spoof sending people away.
