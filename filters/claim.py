@@ -264,10 +264,16 @@ def _scan(
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
     plain, tokens = _token_forms(text, normalised)
     found = _scan_forms(idx, plain, tokens, allow_weak)
-    if idx.cjk and _NONLATIN.search(text):
-        flat = words_skeleton(text).replace(" ", "")
-        found.extend(_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat)
+    found.extend(_cjk_matches(idx, text))
     return found, tokens
+
+
+def _cjk_matches(idx: _Index, text: str) -> list[_Match]:
+    """Names in CJK scripts, found as substrings (those scripts have no word breaks)."""
+    if not idx.cjk or not _NONLATIN.search(text):
+        return []
+    flat = words_skeleton(text).replace(" ", "")
+    return [_Match(key, name, 0, 0) for name, key in idx.cjk if name in flat]
 
 
 def _glued_in_words(idx: _Index, raw_tokens: list[str]) -> list[_Match]:
@@ -396,8 +402,10 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
         matches = _glued_in_words(idx, raw_tokens) or _doubled(idx, tokens)
         if matches:  # a name spelled out, glued on or stuttered: a trick, not a person's name
             return [(matches[0], 1.0)]
+    # A name in a CJK script is distinctive wherever it stands, whatever Latin words are
+    # beside it ("e-Tax（国税電子申告・納税システム）"): those words cannot make it a person's.
+    cjk = _cjk_matches(idx, display)
     if not matches:
-        cjk, _ = _scan(idx, display, allow_weak=False)
         return [(m, 1.0) for m in cjk]
     covered = {i for m in matches for i in range(m.start, m.end)}
     rest = [t for i, t in enumerate(tokens) if i not in covered]
@@ -406,7 +414,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
     own = "" if via else _own_label(f)
     out = []
     for m in matches:
-        if own and any(own == w or (len(w) >= 4 and w in own) for w in unknown):
+        if own and any(_names_own(w, own) for w in unknown):
             continue  # the sender's own organisation, writing about the brand
         if not m.strong:
             # An ordinary word is a claim beside service words, or as "<someone> from
@@ -415,11 +423,13 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
             continue
-        if unknown and m.end - m.start == 1 and _person(written, unknown, f):
+        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name):
             continue
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
         out.append((m, 1.0 if not unknown else _DISPLAY_STRENGTH_UNKNOWN_WORDS))
+    seen = {m.key for m, _ in out}
+    out.extend((m, 1.0) for m in cjk if m.key not in seen)
     return out
 
 
@@ -455,12 +465,16 @@ def _own_mailbox(name: str, f: Features) -> bool:
     return len(rest) >= 2 and rest.isalpha() and segment(rest) is None
 
 
-def _person(display: str, unknown: list[str], f: Features) -> bool:
+def _person(display: str, unknown: list[str], f: Features, brand_name: str = "") -> bool:
     """A person's name beside the brand word: "Damien Morton" <damien.morton@...>.
 
     Structural test: the other words are few, written as names (capitalised letters), and the
-    mailbox is named after one of them, as personal mailboxes are."""
-    if len(unknown) > 4:
+    mailbox is named after one of them, as personal mailboxes are. A display name led by the
+    brand, at a mailbox that spells it ("McAfee Secure" <mcafeesecure...@>, "IRS Tax Report"
+    <irsgov-tax...@>), is named after the brand; a surname comes last ("Damien Norton")."""
+    if not unknown or len(unknown) > 4:
+        return False
+    if brand_name and _leads_with(brand_name, display) and _spells_brand(brand_name, f):
         return False
     raw_words = [w for w in re.split(r"[\s,]+", display) if w]
     if not raw_words or not all(
@@ -497,6 +511,27 @@ def _domain_labels(f: Features) -> list[str]:
 _MAIL_LABELS = frozenset({"mail", "email", "news", "info", "newsletter", "mailer", "smtp", "send"})
 
 
+def _leads_with(name: str, display: str) -> bool:
+    return fold(display).replace(" ", "").startswith(name.replace(" ", ""))
+
+
+def _spells_brand(name: str, f: Features) -> bool:
+    local = fold_joined(f.from_addr.local if f.from_addr else "")
+    word = name.replace(" ", "")
+    return len(word) >= 3 and word in local
+
+
+def _names_own(word: str, own: str) -> bool:
+    """A display-name word that names the sender's own organisation ("Lockergnome" from
+    lockergnome.com): the label itself, or a word that is most of it or stands at its start
+    or end. A short word somewhere inside ("care" in customercare-hjh) is only a word."""
+    if word == own:
+        return True
+    if len(word) < 4 or word not in own:
+        return False
+    return own.startswith(word) or own.endswith(word) or 2 * len(word) >= len(own)
+
+
 def _own_label(f: Features) -> str:
     """The sender's own organisation name, from its registrable domain ("lockergnome")."""
     reg = f.from_addr.registrable if f.from_addr else ""
@@ -524,9 +559,69 @@ def _with_cue(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_M
             before & before_cues
             or any(_cued_word(w, after_cues) for w in after)
             or m.start == m.end == 0
+            or _after_instrument(tokens, m.start, lex)
         ):
             out.append(m)
     return out
+
+
+# Words that may stand between a gift instrument and the brand it is drawn on ("a gift card
+# for Target", "Gutschein von Lidl", "bon d'achat chez Leclerc").
+_INSTRUMENT_LINKS = frozenset(
+    {"for", "at", "from", "von", "bei", "für", "fur", "de", "chez", "van", "voor", "bij",
+     "da", "do", "di", "del", "na", "w", "z", "od", "dla"}
+)  # fmt: skip
+# Lure categories that name an instrument a brand issues: its gift card, its cash back.
+_INSTRUMENTS = ("gift", "cashback")
+
+
+def _after_instrument(tokens: list[str], start: int, lex: Lexicon) -> bool:
+    """The brand follows one of its gift instruments ("carte-cadeau Shein", "bon d'achat
+    Leclerc", "gift card for Target"): the message hands out the brand's own voucher, and so
+    speaks for it. Ordinary-word names count too: an instrument is no possessive."""
+    if start == 0:
+        return False
+    end = start - 1 if tokens[start - 1] in _INSTRUMENT_LINKS else start
+    phrases = _instrument_phrases(lex)
+    return any(
+        n <= end and tuple(tokens[end - n : end]) in phrases
+        for n in range(1, _MAX_INSTRUMENT_WORDS + 1)
+    )
+
+
+_MAX_INSTRUMENT_WORDS = 3
+# Lure categories that give something away: a subject with one offers a prize.
+_PRIZES = ("gift", "cashback", "prize", "selected", "claim", "reward", "survey")
+_MAX_PRIZE_WORDS = 4
+_PhraseKey = tuple[int, tuple[str, ...], int]
+_phrase_cache: dict[_PhraseKey, tuple[Lexicon, frozenset[tuple[str, ...]]]] = {}
+
+
+def _phrases(lex: Lexicon, categories: tuple[str, ...], most: int) -> frozenset[tuple[str, ...]]:
+    """The lure phrases of `categories` (at most `most` words) as folded word tuples."""
+    key = (id(lex), categories, most)
+    hit = _phrase_cache.get(key)
+    if hit is None or hit[0] is not lex:
+        folded = (
+            tuple(fold(t.phrase, leet=False, normalised=True).split())
+            for t in lex.terms
+            if t.category in categories
+        )
+        hit = _phrase_cache[key] = (lex, frozenset(w for w in folded if 0 < len(w) <= most))
+    return hit[1]
+
+
+def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
+    return _phrases(lex, _INSTRUMENTS, _MAX_INSTRUMENT_WORDS)
+
+
+def _offers_prize(tokens: list[str], lex: Lexicon) -> bool:
+    phrases = _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS)
+    return any(
+        tuple(tokens[i : i + n]) in phrases
+        for i in range(len(tokens))
+        for n in range(1, _MAX_PRIZE_WORDS + 1)
+    )
 
 
 def _cued_word(word: str, cues: frozenset[str]) -> bool:
@@ -608,7 +703,7 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
 
     for m, factor in _display_claims(idx, f, ctx):
         vote(m.key, "display-name", m.name, factor)
-    personal = _personal_mailbox(f)
+    personal = _personal_mailbox(idx, f, ctx.lexicon)
     if f.from_addr and f.from_addr.local and not personal:
         for m, factor in _local_matches(idx, f.from_addr.local):
             vote(m.key, "from-local-part", m.name, factor)
@@ -621,11 +716,22 @@ def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     return _best(votes, matched, ctx.registry, f)
 
 
-def _personal_mailbox(f: Features) -> bool:
+def _personal_mailbox(idx: _Index, f: Features, lex: Lexicon) -> bool:
     """A person's mailbox named after them ("Damien Norton" <damien.norton@...>): the words
-    of the address are the person's name, whatever brand they spell."""
+    of the address are the person's name, whatever brand they spell. The name is what is left
+    of the display name without service words and distinctive brand names: "USPS Customer
+    Care" <usps@...> has no person in it, and its mailbox is the brand's name."""
     display = f.from_addr.display if f.from_addr else ""
-    return bool(display) and _person(display, fold(display).split(), f)
+    if not display:
+        return False
+    plain, tokens = _token_forms(display)
+    names = _scan_forms(idx, plain, tokens, allow_weak=False)
+    if any(m.start == 0 and _spells_brand(m.name, f) for m in names):
+        return False
+    covered = {i for m in names for i in range(m.start, m.end)}
+    service = _service_words(lex)
+    words = [w for i, w in enumerate(tokens) if i not in covered and w not in service]
+    return _person(display, words, f)
 
 
 def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: bool) -> None:
@@ -643,22 +749,43 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: boo
     subject = f.subject[:_MAX_NAME_TEXT]
     hits, tokens = _scan(idx, subject, allow_weak=True)
     cued = _with_cue(tokens, hits, lex)
+    # A subject that hands out a prize names the brand as what is given away ("Sie wurden
+    # für eine Oral-B ausgewählt", "500€ IKEA Gutscheins"): bait in the brand's name.
+    baited = any(m.strong for m in hits) and _offers_prize(tokens, lex)
     for m in hits:
-        if m in cued or (m.strong and vague):
+        if m in cued or (m.strong and (vague or baited)):
             vote(m.key, "subject", m.name)
     for key, word in _link_text_matches(f, ctx):
         vote(key, "link-text", word)
-    if personal or f.mailing_list:
+    if f.mailing_list:
         return
     head = f.body[:_BODY_HEAD]
     hits, tokens = _scan(idx, head, allow_weak=False, normalised=True)
-    for m in _with_cue(tokens, hits, lex) if hits else ():
+    cued = _with_cue(tokens, hits, lex) if hits else []
+    if personal:
+        # A person's mailbox: the opening speaks as a brand only where the brand signs as
+        # its own department more than once ("Geek Squad Support: ... Geek Squad Billing
+        # Department"), as invoice scams sent from hijacked mailboxes do; a person mentions.
+        cued = _signed_twice(tokens, cued, lex)
+    for m in cued:
         vote(m.key, "body", m.name, 1.25 if vague else 1.0)
+    if personal:
+        return
     for alt in f.image_alts[:_MAX_ALTS]:
         plain, words = _token_forms(alt)
         for m in _scan_forms(idx, plain, words, allow_weak=False):
             if len(words) <= len(m.name.split()) + 2:  # a logo's alt, not a caption
                 vote(m.key, "img-alt", m.name)
+
+
+def _signed_twice(tokens: list[str], matches: list[_Match], lex: Lexicon) -> list[_Match]:
+    """The matches of a brand that stands at least twice before a service word."""
+    service = _service_words(lex)
+    signed: dict[str, list[_Match]] = defaultdict(list)
+    for m in matches:
+        if m.end < len(tokens) and tokens[m.end] in service:
+            signed[m.key].append(m)
+    return [ms[0] for ms in signed.values() if len(ms) >= 2]
 
 
 def _domain_claim(f: Features, ctx: Context, idx: _Index) -> tuple[str, str, float] | None:

@@ -347,4 +347,7 @@ def _message_id_domain(heads: Headers) -> str:
     return m.group(1).lower().strip(".") if m else ""
 
 
-_LIST_HEADERS = ("list-id", "list-post", "x-beenthere", "mailing-list", "x-mailman-version")
+# A discussion list, where the From is a person posting: a list takes posts (List-Post) or says
+# which list software relays. List-Id alone is what every bulk sender and ESP adds to its
+# campaigns, and what a spoofer adds to pass for a list.
+_LIST_HEADERS = ("list-post", "x-beenthere", "mailing-list", "x-mailman-version")

@@ -215,6 +215,42 @@ def test_diversion_silent_for_brand_links_and_brand_esp_tracking() -> None:
     assert rules_of(_run(link_diversion, f, claim())) == {"BRAND_LINKS_OWN"}
 
 
+def _one_link_of_ten_out(sender: str) -> Finding:
+    own = tuple(link(f"https://www.amazon.com/p/{i}") for i in range(9))
+    f = features(sender, display="Amazon", links=(*own, link("https://partner-shop.example/x")))
+    (found,) = _run(link_diversion, f, claim())
+    return found
+
+
+def test_a_stray_link_from_the_brands_own_domain_counts_little() -> None:
+    # Brands link to partners and trackers: one link in ten leaving counts a third.
+    found = _one_link_of_ten_out("news@amazon.com")
+    assert found.rule == "BRAND_DOMAIN_LINKS_OUT" and found.factor == 0.33
+
+
+def test_near_miss_the_same_links_from_a_stranger_count_more() -> None:
+    found = _one_link_of_ten_out("news@deals-outlet.example")
+    assert found.rule == "BRAND_LINK_DIVERSION" and found.factor == 0.55
+
+
+# The brand runs a service where anyone publishes pages (forms, sites): its host is free hosting.
+_HOSTING_CTX = replace(
+    CTX, lists=replace(CTX.lists, free_hosting=CTX.lists.free_hosting | {"pages.amazon.com"})
+)
+
+
+def test_brand_links_own_not_earned_by_a_page_anyone_publishes_on_the_brands_service() -> None:
+    # A form on the brand's own publishing service, sent through the brand's own mailer:
+    # the page is whoever made it, so the mail earns no "links stay with the brand".
+    f = features("forms-noreply@amazon.com", links=(link("https://pages.amazon.com/f/abc"),))
+    assert "BRAND_LINKS_OWN" not in rules_of(list(link_diversion.run(f, claim(), _HOSTING_CTX)))
+
+
+def test_near_miss_the_brands_own_pages_still_earn_links_own() -> None:
+    f = features("ship@amazon.com", links=(link("https://www.amazon.com/orders"),))
+    assert rules_of(list(link_diversion.run(f, claim(), _HOSTING_CTX))) == {"BRAND_LINKS_OWN"}
+
+
 def test_links_own_needs_the_brand_as_sender() -> None:
     # A stranger claiming Amazon with only Amazon links wants a reply or a call: no credit.
     f = features("x@random-host.example", links=(link("https://www.amazon.com/orders"),))

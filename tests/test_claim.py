@@ -118,3 +118,104 @@ def test_generic_display_freemail_sender_without_brand_is_no_claim() -> None:
         claim_of(from_="bob@gmail.com", display="Customer Service", reply_to=(addr("b@x.org"),))[0]
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("from_", "display"),
+    [
+        ("paypalsecurereview@relay-41.example", "PayPal Secure Review"),  # glued mailbox
+        ("cs.dhlglobal-parcel7781@relay-41.example", "DHL Global Parcel"),  # split mailbox
+    ],
+)
+def test_a_mailbox_named_after_the_brand_is_no_person(from_: str, display: str) -> None:
+    # The display name is led by the brand and the mailbox spells it: the words beside it
+    # ("Secure", "Global") are no person's name, even where the mailbox spells them too.
+    brand, where = claim_of(from_=from_, display=display)
+    assert brand in ("paypal", "dhl")
+    assert "display-name" in where
+
+
+def test_near_miss_a_person_whose_surname_is_a_brand() -> None:
+    # The surname comes last; the mailbox is the person's.
+    assert claim_of(from_="mary.paypal@university.example", display="Mary Paypal")[0] is None
+
+
+def test_a_generic_word_inside_the_senders_domain_is_not_its_organisation() -> None:
+    # "care" stands inside customercare-hjh: a word, not the name of the sender.
+    assert claim_of(from_="notice@customercare-hjh.example", display="DHL Customer Care")[0] == (
+        "dhl"
+    )
+
+
+def test_near_miss_the_sender_naming_its_own_organisation() -> None:
+    # "Parcelwatch" is the sender's own label: it writes about DHL.
+    assert claim_of(from_="news@parcelwatch.example", display="Parcelwatch DHL Digest")[0] is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Claim a gift card for Amazon today",  # instrument, link word, brand
+        "Seu cartão presente Amazon chegou",  # Portuguese, the instrument first
+        "A gift card for Chase customers",  # an ordinary-word name drawn on too
+    ],
+)
+def test_a_brand_after_its_gift_instrument_is_a_claim(subject: str) -> None:
+    brand, where = claim_of(
+        from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject
+    )
+    assert brand in ("amazon", "chase") and where == ("subject",)
+
+
+@pytest.mark.parametrize(
+    "subject", ["Verify Amazon now", "Gift ideas: the Amazon bestsellers", "Chase the sun"]
+)
+def test_near_miss_a_brand_after_other_words_is_a_mention(subject: str) -> None:
+    assert (
+        claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
+        is None
+    )
+
+
+def test_a_cjk_name_beside_latin_words_is_a_claim() -> None:
+    # The Latin word is an ambiguous name ("Prime") that the CJK words beside it cannot make a
+    # claim; the CJK name of the brand is one on its own.
+    brand, where = claim_of(from_="notice@relay-88.example", display="Prime（亚马逊会员中心）")
+    assert brand == "amazon" and where == ("display-name",)
+
+
+def test_near_miss_latin_and_cjk_words_without_a_brand_name() -> None:
+    assert claim_of(from_="notice@relay-88.example", display="Prime（会员中心）")[0] is None
+
+
+def test_a_brand_signing_twice_as_its_department_from_a_persons_mailbox() -> None:
+    # An invoice scam sent from a hijacked personal mailbox: the person's name is on the
+    # envelope, the opening lines sign as the brand's departments.
+    body = (
+        "Dear customer, an invoice was generated. Questions? Call PayPal Service at 555-0100. "
+        "Thank you, PayPal Security Team"
+    )
+    brand, where = claim_of(from_="zkeller01@school.example", display="Zaydyn Keller", body=body)
+    assert brand == "paypal" and where == ("body",)
+
+
+def test_near_miss_a_person_mentioning_a_brand_once() -> None:
+    body = "I phoned PayPal Service about the refund; they were helpful. See you Sunday."
+    assert claim_of(from_="zkeller01@school.example", display="Zaydyn Keller", body=body)[0] is None
+
+
+def test_a_subject_giving_a_brands_goods_away_claims_the_brand() -> None:
+    # The author names nobody and the subject hands out a prize in the brand's name.
+    subject = "You have been selected for a free PayPal prize"
+    brand, where = claim_of(
+        from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject
+    )
+    assert brand == "paypal" and where == ("subject",)
+
+
+def test_near_miss_a_subject_naming_a_brand_without_a_prize() -> None:
+    subject = "PayPal results beat forecasts"
+    assert (
+        claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
+        is None
+    )

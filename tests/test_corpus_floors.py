@@ -29,12 +29,12 @@ pytestmark = [
 
 # The floors reached (issue 7 asks for 95 % / 0.3 % / 1 of 101; see the closing note). Never
 # lower them to land other work.
-CV_PHISH_MIN = 0.92
+CV_PHISH_MIN = 0.93
 CV_HAM_MAX = 0.003
-CV_BRAND_HAM_MAX = 3
-SHIPPED_PHISH_MIN = 0.92
+CV_BRAND_HAM_MAX = 2
+SHIPPED_PHISH_MIN = 0.93
 SHIPPED_HAM_MAX = 0.003
-SHIPPED_BRAND_HAM_MAX = 3
+SHIPPED_BRAND_HAM_MAX = 2
 MAX_GAP = 0.02  # shipped minus cross-validated phish rate
 
 

@@ -126,11 +126,29 @@ def test_class3_near_miss_a_mailing_list_post_mentioning_a_brand() -> None:
             subject="[ILUG] cheap disks",
             body="Your Amazon order arrives fast; I bought mine there last week.",
             links=("https://lists.example.net/ilug",),
-            headers="List-Id: Irish Linux Users <ilug.lists.example.net>\r\n",
+            headers=(
+                "List-Id: Irish Linux Users <ilug.lists.example.net>\r\n"
+                "List-Post: <mailto:ilug@lists.example.net>\r\n"
+            ),
         )
     )
     assert v.brand is None or v.brand.brand != "amazon"
     assert v.verdict == "pass"
+
+
+def test_class3_a_list_id_alone_does_not_make_a_discussion_list() -> None:
+    # Bulk senders (and spoofers) stamp List-Id on campaigns; no list takes posts there, so the
+    # display name and the opening still speak for the author.
+    v = scan(
+        message(
+            "Milestone PayPal\u00ae <gael_57916@news-campaign.example>",
+            subject="New PayPal opportunity for you",
+            body="Your PayPal card offer is waiting.",
+            headers="List-Id: <QRiCthG6q.xt.local>\r\n",
+        )
+    )
+    assert claimed(v)[0] == "paypal" and "display-name" in claimed(v)[1]
+    assert v.verdict != "pass"
 
 
 # ----------------------------------------------------------------------------- class 4
@@ -247,3 +265,72 @@ def test_class6_near_miss_the_same_words_from_a_stranger() -> None:
         )
     )
     assert v.verdict != "pass"
+
+
+# ----------------------------------------------------------------------------- callbacks
+# Invoice scams: a charge "you did not make", a number to call. The shipped lure vocabulary
+# names the dispute wording in each language it covers.
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Your order of $489.99 will be autopaid. If you do not recognize this charge, call us.",
+        "Se você não reconhece esta compra, ligue para a central.",
+        "Si no reconoce este cargo, llame a nuestro equipo.",
+    ],
+)
+def test_callback_dispute_wording_is_an_account_lure(body: str) -> None:
+    v = scan(message('"Billing Team" <invoice@relay-12.example>', body=body, links=()))
+    assert "LURE_ACCOUNT" in v.rules
+
+
+def test_callback_near_miss_a_receipt_without_dispute_wording() -> None:
+    body = "Thanks for your order of $489.99. It ships tomorrow."
+    v = scan(message('"Billing Team" <invoice@relay-12.example>', body=body, links=()))
+    assert "LURE_ACCOUNT" not in v.rules
+
+
+def _own_domain_notice(links: tuple[str, ...]) -> Verdict:
+    return scan(
+        message(
+            "The New York Times <nytdirect@nytimes.com>",
+            subject="Your morning briefing",
+            body="Here is what you need to know today.",
+            links=links,
+        )
+    )
+
+
+def test_class6_a_brands_own_short_link_host_stays_with_the_brand() -> None:
+    v = _own_domain_notice(("https://www.nytimes.com/briefing", "https://nyti.ms/3xYz"))
+    assert "BRAND_LINKS_OWN" in v.rules and "BRAND_DOMAIN_LINKS_OUT" not in v.rules
+
+
+def test_class6_near_miss_a_public_shortener_leaves_the_brand() -> None:
+    v = _own_domain_notice(("https://www.nytimes.com/briefing", "https://bit.ly/3xYz"))
+    assert "BRAND_LINKS_OWN" not in v.rules
+
+
+# ----------------------------------------------------------------------------- credit bait
+# "Pre-approved" credit in a brand's name: an offer the reader was picked for.
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Your pre-approved card with a $10,000 limit", "Você tem um limite pré-aprovado no cartão"],
+)
+def test_pre_approved_credit_is_a_reward_lure(subject: str) -> None:
+    v = scan(message('"Card Offers" <offers@relay-12.example>', subject=subject, body="Apply."))
+    assert "LURE_REWARD" in v.rules
+
+
+def test_pre_approved_near_miss_an_approval_notice() -> None:
+    v = scan(
+        message(
+            '"Card Offers" <offers@relay-12.example>',
+            subject="Your leave request was approved",
+            body="Apply.",
+        )
+    )
+    assert "LURE_REWARD" not in v.rules

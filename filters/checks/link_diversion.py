@@ -58,8 +58,14 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
     vouched = own_sender or sender_vendor is not None
     if not foreign:
         # Only the brand's own (or its vendor's) mail earns this: a stranger copying the
-        # brand's links wants a reply or a call, not a click.
-        if vouched and any(reg.may_link(brand, d) for link in links for d in target_domains(link)):
+        # brand's links wants a reply or a call, not a click. A page anyone can publish on
+        # the brand's own service (its forms, sites, buckets) is no link of the brand's.
+        hosted = any(free_hosted(link.host, ctx.lists) for link in links)
+        if (
+            vouched
+            and not hosted
+            and any(reg.may_link(brand, d) for link in links for d in target_domains(link))
+        ):
             yield Finding(
                 "BRAND_LINKS_OWN",
                 (f"all {len(links)} links go to {brand.name}'s own domains",),
@@ -67,7 +73,10 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
             )
         return
     share = len(foreign) / max(1, len(links))
-    factor = min(1.0, 0.5 + 0.5 * share) * max(claim.strength, 0.5)
+    # From the brand's own domain a stray link among many is a partner or a tracker; a spoof
+    # of that domain sends most of its links away.
+    base = 0.25 if own_sender else 0.5
+    factor = min(1.0, base + (1 - base) * share) * max(claim.strength, 0.5)
     if own_sender and any(reg.may_send(brand, d) for d in f.dkim_domains):
         # The brand's domain signed it (as it claims; verification, where there is DNS, says
         # whether it holds): a brand linking to partners, not a spoof sending people away.
