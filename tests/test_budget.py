@@ -181,3 +181,27 @@ def test_budgeted_map_keeps_order_for_any_window(jobs: int, window: int, batch: 
         square, range(40), jobs=jobs, window=window, batch_size=batch, budget=Budget(30, 512)
     )
     assert list(got) == [n * n for n in range(40)]
+
+
+def echo_big(item: bytes) -> bytes:
+    return item[:1] * 20_000  # a 20 KB result: a verdict with long evidence lists
+
+
+def test_big_messages_and_big_verdicts_do_not_deadlock_the_pool() -> None:
+    """The parent sends a worker its next batch (here 32 × 100 KB) while the worker is still
+    writing the results of the last one (20 KB each): with both pipes full, the two waited
+    for each other for ever, and the time budget could not fire (the parent was stuck in
+    its write). A near miss of the same shape, small items, always passed."""
+    from gateway.archives.parallel import map_ordered
+
+    items = [bytes([65 + i % 26]) * 100_000 for i in range(400)]
+    out: list[bytes] = []
+
+    def consume() -> None:
+        out.extend(map_ordered(echo_big, items, jobs=2, budget=Budget(30, 1024)))
+
+    runner = threading.Thread(target=consume, daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), f"the pool deadlocked after {len(out)} of {len(items)} results"
+    assert out == [item[:1] * 20_000 for item in items]

@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import selectors
 import signal
 import threading
@@ -318,14 +319,22 @@ def _worker(
     except BaseException as exc:
         results.send_bytes(pickle.dumps(("init-error", -1, _picklable(exc))))
         return
+    # Batches are read by a thread of their own, never by the loop that writes results: the
+    # parent sends the next batch while this worker may still be writing results, and if each
+    # waited for the other with both pipes full, the two would deadlock (and the parent,
+    # blocked in its write, could not even enforce the time budget). The parent keeps at
+    # most two batches in flight, so what the thread holds is bounded.
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    threading.Thread(target=_read_batches, args=(tasks, inbox), daemon=True).start()
     if memory_mb is not None:
         limit_memory(memory_mb)
     results.send_bytes(pickle.dumps(("ready", -1, os.getpid())))
     while True:
-        try:
-            batch = pickle.loads(tasks.recv_bytes())
-        except (EOFError, OSError):
+        frame_in = inbox.get()
+        if frame_in is None:
             return
+        batch = pickle.loads(frame_in)
+        del frame_in
         for seq, item in batch:
             frame = b""
             try:
@@ -340,6 +349,15 @@ def _worker(
                 )
                 return  # its state is not to be trusted: the parent starts a new worker
             results.send_bytes(frame)
+
+
+def _read_batches(tasks: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
+    """A worker's reader: every batch frame into `inbox` as it arrives; None at the end."""
+    try:
+        while True:
+            inbox.put(tasks.recv_bytes())
+    except (EOFError, OSError):
+        inbox.put(None)
 
 
 def _picklable(exc: BaseException) -> BaseException:
