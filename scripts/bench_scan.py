@@ -86,14 +86,15 @@ def run_cli(corpus: Path, jobs: int, config: str | None = None) -> tuple[float, 
     cmd += ["--jobs", str(jobs), "--format", "jsonl", "--quiet", "--output", os.devnull]
     cmd += ["--config", config] if config else []
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4 gives this child's own rusage, not the maximum over every child we ever ran.
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
+    # stderr to a file, not a pipe: wait4 reads nothing meanwhile, and a pipe could fill
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        # wait4 gives this child's own rusage, not the maximum over every child we ever ran.
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     if proc.returncode != 0:
         print(f"  CLI --jobs {jobs} failed ({proc.returncode}):\n{err[-2000:]}", file=sys.stderr)
     return seconds, usage.ru_maxrss / 1024.0, proc.returncode
