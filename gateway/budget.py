@@ -10,6 +10,7 @@ gets the verdict `limits.on_overrun` names (`Verdict.for_overrun`), never an uns
 from __future__ import annotations
 
 import logging
+import pickle
 import resource
 
 log = logging.getLogger("brandgate.budget")
@@ -57,3 +58,13 @@ def death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"its scan worker died (signal {-exitcode})"
     return f"its scan worker died (exit {exitcode})"
+
+
+def picklable_error(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling (a worker sends it to its parent), else
+    a RuntimeError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from config.loader import Config
 from filters.types import Envelope, Verdict
 from gateway import actions
-from gateway.budget import death, limit_memory
+from gateway.budget import death, limit_memory, picklable_error
 
 log = logging.getLogger("brandgate.scanpool")
 
@@ -145,15 +145,6 @@ def _send(fd: int, obj: object) -> None:
     _write_all(fd, _HEADER.pack(len(data)) + data)
 
 
-def _error(exc: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a RuntimeError saying what it was."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
-
-
 def _worker_main(
     factory: EngineFactory,
     config: Config,
@@ -169,7 +160,7 @@ def _worker_main(
     try:
         _init_worker(factory, config)
     except BaseException as exc:
-        _send(results, ("init-error", _error(exc)))
+        _send(results, ("init-error", picklable_error(exc)))
         return
     limit_memory(memory_mb)
     _send(results, ("ready", os.getpid()))
@@ -188,7 +179,7 @@ def _worker_main(
         except MemoryError:
             pass  # said below, once the except block (and what the scan held) is gone
         except Exception as exc:
-            reply = ("error", _error(exc))
+            reply = ("error", picklable_error(exc))
         _send(results, reply)
         if reply[0] == "overrun":
             return  # the state a MemoryError left is not to be trusted: the parent starts anew

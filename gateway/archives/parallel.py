@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from filters.sniff import scan_file
 from gateway.archives.read import Item
-from gateway.budget import death, limit_memory
+from gateway.budget import death, limit_memory, picklable_error
 
 if TYPE_CHECKING:
     from config.loader import Config
@@ -317,7 +317,7 @@ def _worker(
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:
-        results.send_bytes(pickle.dumps(("init-error", -1, _picklable(exc))))
+        results.send_bytes(pickle.dumps(("init-error", -1, picklable_error(exc))))
         return
     # Batches are read by a thread of their own, never by the loop that writes results: the
     # parent sends the next batch while this worker may still be writing results, and if each
@@ -342,7 +342,7 @@ def _worker(
             except MemoryError:
                 pass  # said below, once the except block (and what fn held) is gone
             except Exception as exc:
-                frame = pickle.dumps(("error", seq, _picklable(exc)))
+                frame = pickle.dumps(("error", seq, picklable_error(exc)))
             if not frame:
                 results.send_bytes(
                     pickle.dumps(("overrun", seq, f"memory budget of {memory_mb} MiB"))
@@ -358,14 +358,6 @@ def _read_batches(tasks: Connection, inbox: queue.SimpleQueue[bytes | None]) -> 
             inbox.put(tasks.recv_bytes())
     except (EOFError, OSError):
         inbox.put(None)
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session
@@ -342,6 +343,17 @@ class Handler:
 # --------------------------------------------------------------------------- the gateway
 
 
+@dataclass(frozen=True, slots=True)
+class _Transaction:
+    """One DATA transaction as the relay and the quarantine need it, and its log line."""
+
+    envelope: Envelope
+    options: tuple[str, ...]  # MAIL FROM parameters
+    xforward: dict[str, str]
+    smtputf8: bool
+    record: dict[str, Any]
+
+
 class Gateway(Service):
     """The SMTP modes: the listener, sessions, STARTTLS and the relay to the next hop, on the
     shared Service (scan pool, quarantine, metrics, reload and drain)."""
@@ -480,7 +492,8 @@ class Gateway(Service):
         }
         envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo=helo)
         try:
-            reply = await self._decide_and_act(raw, envelope, options, xf, env.smtp_utf8, record)
+            tx = _Transaction(envelope, options, xf, env.smtp_utf8, record)
+            reply = await self._decide_and_act(raw, tx)
         except Exception as exc:  # a bug here must cost a retry, never the message
             log.exception("processing failed")
             record.update(action="tempfail", error=f"internal: {type(exc).__name__}")
@@ -501,22 +514,12 @@ class Gateway(Service):
                 return m.group(1).decode("ascii") if m else None
         return None
 
-    async def _decide_and_act(
-        self,
-        raw: bytes,
-        envelope: Envelope,
-        options: tuple[str, ...],
-        xforward: dict[str, str],
-        smtputf8: bool,
-        record: dict[str, Any],
-    ) -> str:
-        s = self.settings
+    async def _decide_and_act(self, raw: bytes, tx: _Transaction) -> str:
+        s, envelope, record = self.settings, tx.envelope, tx.record
         try:
             done = await self.scan(raw, envelope, record, self.handling(envelope.rcpt_tos))
         except ScanOverrun as exc:
-            return await self._overrun(
-                raw, envelope, options, xforward, smtputf8, exc.reason, record
-            )
+            return await self._overrun(raw, tx, exc.reason)
         if done is None or done.decision is None:
             if not s.fail_open:
                 record["action"] = "tempfail"
@@ -526,62 +529,45 @@ class Gateway(Service):
             self.metrics.messages.labels("error", "pass").inc()
             clean = await asyncio.to_thread(actions.strip_for, s, raw)
             data = actions.prepend(clean, actions.error_fields(str(record.get("error", ""))))
-            return await self._relay(data, envelope, options, xforward, smtputf8, record)
+            return await self._relay(data, tx)
         decision = done.decision
         self.note_decision(decision, record)
         verdict, action = decision.verdict, decision.action
         if action == "reject":
             return actions.reject_reply(verdict)
         if action == "quarantine":
-            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
+            return await self._quarantine(raw, tx, verdict)
         marked = done.marked
         assert marked is not None  # the worker marks what leaves: pass and tag
         if action == "tag":
             record["banner"] = "yes" if marked.banner else "no"
             if marked.changed:
                 record["arc"] = marked.arc
-        return await self._relay(marked.data, envelope, options, xforward, smtputf8, record)
+        return await self._relay(marked.data, tx)
 
-    async def _overrun(
-        self,
-        raw: bytes,
-        envelope: Envelope,
-        options: tuple[str, ...],
-        xforward: dict[str, str],
-        smtputf8: bool,
-        reason: str,
-        record: dict[str, Any],
-    ) -> str:
+    async def _overrun(self, raw: bytes, tx: _Transaction, reason: str) -> str:
         """What `limits.on_overrun` says: tempfail (451), quarantine, or tag and relay.
         Crossing the budget is the message's doing: fail_open does not apply here, or a
         message could buy its way past the scan by being expensive."""
-        on_overrun = self.note_overrun(reason, record)
+        on_overrun = self.note_overrun(reason, tx.record)
         if on_overrun == "tempfail":
             return OVERRUN_REPLY
         verdict = Verdict.for_overrun(reason, on_overrun)
         if on_overrun == "quarantine":
-            return await self._quarantine(raw, envelope, options, xforward, verdict, record)
-        record["banner"] = "no"
+            return await self._quarantine(raw, tx, verdict)
+        tx.record["banner"] = "no"
         data = await self.overrun_marked(raw, verdict)
-        return await self._relay(data, envelope, options, xforward, smtputf8, record)
+        return await self._relay(data, tx)
 
-    async def _relay(
-        self,
-        data: bytes,
-        envelope: Envelope,
-        options: tuple[str, ...],
-        xforward: dict[str, str],
-        smtputf8: bool,
-        record: dict[str, Any],
-    ) -> str:
+    async def _relay(self, data: bytes, tx: _Transaction) -> str:
         s = self.settings
         req = RelayRequest(
-            mail_from=envelope.mail_from,
-            rcpts=envelope.rcpt_tos,
+            mail_from=tx.envelope.mail_from,
+            rcpts=tx.envelope.rcpt_tos,
             data=data,
-            smtputf8=smtputf8,
-            eight_bit="BODY=8BITMIME" in options,
-            xforward=xforward,
+            smtputf8=tx.smtputf8,
+            eight_bit="BODY=8BITMIME" in tx.options,
+            xforward=tx.xforward,
         )
         result: RelayResult = await self.relays.relay(
             req, *s.next_hop, timeout=s.relay_timeout, local_hostname=s.greeting_name
@@ -590,23 +576,15 @@ class Gateway(Service):
             self.metrics.relay_errors.labels(result.kind).inc()
         return result.reply
 
-    async def _quarantine(
-        self,
-        raw: bytes,
-        envelope: Envelope,
-        options: tuple[str, ...],
-        xforward: dict[str, str],
-        verdict: Verdict,
-        record: dict[str, Any],
-    ) -> str:
+    async def _quarantine(self, raw: bytes, tx: _Transaction, verdict: Verdict) -> str:
         client = {
-            "addr": envelope.client_ip,
-            "helo": envelope.helo,
-            "xforward": xforward,
-            "session": record["session"],
-            "queue_id": record.get("queue_id"),
+            "addr": tx.envelope.client_ip,
+            "helo": tx.envelope.helo,
+            "xforward": tx.xforward,
+            "session": tx.record["session"],
+            "queue_id": tx.record.get("queue_id"),
         }
-        qid = await self.quarantine(raw, envelope, options, client, verdict, record)
+        qid = await self.quarantine(raw, tx.envelope, tx.options, client, verdict, tx.record)
         if qid is None:
             return "451 4.3.0 Quarantine unavailable, try again later"
         if self.settings.mode == "before-queue":
