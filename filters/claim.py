@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from filters.context import Context
 from filters.lookalike import Imitation, classify, segment
@@ -164,13 +164,28 @@ class _Index:
 
 
 _lock = threading.Lock()
-_cache: dict[int, tuple[BrandRegistry, _Index]] = {}
+_memo: dict[tuple[Hashable, ...], tuple[object, Any]] = {}
+_V = TypeVar("_V")
+
+
+def _derived(source: object, key: tuple[Hashable, ...], build: Callable[[], _V]) -> _V:
+    """What `build` derives from `source` (a registry, a lexicon: built once per loaded
+    config), kept while that very object is the one in use. Keyed by identity, since the
+    config's values are not hashable; the object is held so that its id is not reused."""
+    hit = _memo.get((id(source), *key))
+    if hit is not None and hit[0] is source:
+        return cast(_V, hit[1])
+    value = build()
+    with _lock:
+        _memo[(id(source), *key)] = (source, value)
+    return value
 
 
 def _index(registry: BrandRegistry) -> _Index:
-    hit = _cache.get(id(registry))
-    if hit is not None and hit[0] is registry:
-        return hit[1]
+    return _derived(registry, ("index",), lambda: _build_index(registry))
+
+
+def _build_index(registry: BrandRegistry) -> _Index:
     idx = _Index()
     for brand in registry.brands.values():
         strong = [n for n in (brand.name, *brand.names) if n not in brand.context_names]
@@ -190,8 +205,6 @@ def _index(registry: BrandRegistry) -> _Index:
     idx.glued_sizes = _sizes_by(idx.glued, lambda n: n[:head])
     idx.plain_heads = _sizes_by(idx.plain, lambda n: n[:head])
     idx.plain_tails = _sizes_by(idx.plain, lambda n: n[-head:])
-    with _lock:
-        _cache[id(registry)] = (registry, idx)
     return idx
 
 
@@ -357,26 +370,20 @@ def _glued_in_label(idx: _Index, label: str, min_len: int = MIN_GLUED) -> _Match
 # --------------------------------------------------------------------------- the display name
 
 
-_service_cache: dict[int, tuple[Lexicon, frozenset[str]]] = {}
-
-
 def _service_words(lex: Lexicon) -> frozenset[str]:
     """Words that speak for a sender ("team", "support", "Prämien"), in the folded form."""
-    hit = _service_cache.get(id(lex))
-    if hit is not None and hit[0] is lex:
-        return hit[1]
-    words = frozenset(
-        w.replace("i", "l")
-        for w in (
+
+    def build() -> frozenset[str]:
+        words = (
             *lex.generic_author,
             *lex.cues_after,
             *lex.cues_before,
             *lex.lure_words,
             *lex.display_words,
         )
-    )
-    _service_cache[id(lex)] = (lex, words)
-    return words
+        return frozenset(w.replace("i", "l") for w in words)
+
+    return _derived(lex, ("service",), build)
 
 
 def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match, float]]:
@@ -593,22 +600,20 @@ _MAX_INSTRUMENT_WORDS = 3
 # Lure categories that give something away: a subject with one offers a prize.
 _PRIZES = ("gift", "cashback", "prize", "selected", "claim", "reward", "survey")
 _MAX_PRIZE_WORDS = 4
-_PhraseKey = tuple[int, tuple[str, ...], int]
-_phrase_cache: dict[_PhraseKey, tuple[Lexicon, frozenset[tuple[str, ...]]]] = {}
 
 
 def _phrases(lex: Lexicon, categories: tuple[str, ...], most: int) -> frozenset[tuple[str, ...]]:
     """The lure phrases of `categories` (at most `most` words) as folded word tuples."""
-    key = (id(lex), categories, most)
-    hit = _phrase_cache.get(key)
-    if hit is None or hit[0] is not lex:
+
+    def build() -> frozenset[tuple[str, ...]]:
         folded = (
             tuple(fold(t.phrase, leet=False, normalised=True).split())
             for t in lex.terms
             if t.category in categories
         )
-        hit = _phrase_cache[key] = (lex, frozenset(w for w in folded if 0 < len(w) <= most))
-    return hit[1]
+        return frozenset(w for w in folded if 0 < len(w) <= most)
+
+    return _derived(lex, ("phrases", categories, most), build)
 
 
 def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
