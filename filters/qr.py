@@ -38,11 +38,13 @@ from filters.types import Parsed, Payload, QrCode, QrSettings
 STARTUP_SECONDS = 60.0  # the decoder's own start (imports), not charged to a message
 GRACE_SECONDS = 0.5  # past a message's time, before the decoder is stopped
 RETRY_SECONDS = 30.0  # after the decoder failed to start, before trying again
-# data: images in HTML (also in CSS url()), base64 only: what mail clients display.
+# data: images in HTML (also in CSS url()), base64 only: what mail clients display. The
+# pattern starts at the colon, a literal the regex engine skips to: a case-blind pattern
+# would be tried at every character of every HTML body, ten times slower. The "data" before
+# the colon is checked on each match instead.
 _DATA_IMAGE = re.compile(
-    r"data:image/(?:png|jpe?g|gif|webp|bmp);base64,([A-Za-z0-9+/=\s]{64,})", re.IGNORECASE
+    r":(?i:image/(?:png|jpe?g|gif|webp|bmp);base64,)([A-Za-z0-9+/=\s]{64,})"
 )
-_DATA_HINT = re.compile(r"data:image/", re.IGNORECASE)
 _SETTING_KEYS = ("max_images", "max_pdf_pages", "max_image_pixels", "scan_pixels", "pdf_dpi")
 CACHE_ENTRIES = 1024  # decoded payloads remembered by content (logos, campaign images repeat)
 # Hits that depend on the rest of the message, not on the payload: such answers are not cached.
@@ -70,9 +72,9 @@ def html_images(htmls: tuple[str, ...], room: int, max_bytes: int) -> tuple[list
     out: list[Payload] = []
     used = 0
     for markup in htmls:
-        if _DATA_HINT.search(markup) is None:  # most HTML has none: one C-level scan
-            continue
         for match in _DATA_IMAGE.finditer(markup):
+            if markup[max(0, match.start() - 4) : match.start()].lower() != "data":
+                continue
             data = _b64(match.group(1))
             if payload_kind("image/any", data) != "image":
                 continue

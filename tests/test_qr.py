@@ -144,6 +144,14 @@ def test_a_code_without_a_web_address_is_no_link(engine: Engine) -> None:
     assert "QR_CODE_LINK" not in analysis.verdict.rules
 
 
+def test_data_images_are_found_in_any_case_and_only_as_data_uris() -> None:
+    blob = base64.b64encode(qrmail.png(URL)).decode()
+    found, cut = qr.html_images((f'<img src="DATA:Image/PNG;Base64,{blob}">',), 5, 10**7)
+    assert [p.name for p in found] == ["data: image 1 in the HTML"] and not cut
+    # The same bytes behind another scheme are no image a mail client shows.
+    assert qr.html_images((f'<img src="blob:image/png;base64,{blob}">',), 5, 10**7) == ([], False)
+
+
 def test_code_urls_reads_vcards_and_plain_urls() -> None:
     assert qr.code_urls(" https://x.example/a ") == ["https://x.example/a"]
     card = "BEGIN:VCARD\nFN:Shop\nURL:https://shop.example/c\nEND:VCARD"
