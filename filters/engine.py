@@ -66,8 +66,11 @@ class Engine:
     def analyse(self, raw: bytes, envelope: Envelope | None = None) -> Analysis:
         cfg = self.config
         parsed = parse(raw, cfg.limits, cfg.qr)
-        # The decoder process works on the images and PDFs while this one does the rest.
+        # The decoder process works on the images and PDFs while this one does the rest: the
+        # whole judgement, on the features without codes. Most images hold none, and then
+        # that judgement stands; a code or a decoding limit means judging again with them.
         codes = decode_codes(parsed, cfg.qr)
+        early: Analysis | None = None
         try:
             dkim = self._dkim(raw)
             features = extract(
@@ -78,9 +81,18 @@ class Engine:
                 limits=cfg.limits,
                 dkim_results=dkim or (),
             )
+            if codes.waiting:
+                early = self._judge(parsed, features, dkim)
         finally:
             decoded = codes.result()
-        features = with_qr(features, decoded, cfg.lists, cfg.limits)
+        if early is not None and not decoded.codes and not decoded.hits:
+            return early
+        return self._judge(parsed, with_qr(features, decoded, cfg.lists, cfg.limits), dkim)
+
+    def _judge(
+        self, parsed: Parsed, features: Features, dkim: tuple[AuthResult, ...] | None
+    ) -> Analysis:
+        cfg = self.config
         claim = find_claim(features, self.context)
         findings = run_checks(features, claim, self.context)
         total, scored = score(findings, cfg, claimed=claim is not None)

@@ -42,9 +42,7 @@ RETRY_SECONDS = 30.0  # after the decoder failed to start, before trying again
 # pattern starts at the colon, a literal the regex engine skips to: a case-blind pattern
 # would be tried at every character of every HTML body, ten times slower. The "data" before
 # the colon is checked on each match instead.
-_DATA_IMAGE = re.compile(
-    r":(?i:image/(?:png|jpe?g|gif|webp|bmp);base64,)([A-Za-z0-9+/=\s]{64,})"
-)
+_DATA_IMAGE = re.compile(r":(?i:image/(?:png|jpe?g|gif|webp|bmp);base64,)([A-Za-z0-9+/=\s]{64,})")
 _SETTING_KEYS = ("max_images", "max_pdf_pages", "max_image_pixels", "scan_pixels", "pdf_dpi")
 CACHE_ENTRIES = 1024  # decoded payloads remembered by content (logos, campaign images repeat)
 # Hits that depend on the rest of the message, not on the payload: such answers are not cached.
@@ -428,6 +426,11 @@ class Pending:
             self.out.payloads = len(self.todo)
             todo = [self.items[i] for i in self.todo]
             self.job = _PROCESS.send(todo, self.settings, self.out)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the decoder is at work on this message (False: no payloads, all cached)."""
+        return self.job is not None and not self.done
 
     def result(self) -> Decoded:
         if self.done:

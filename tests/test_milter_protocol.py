@@ -5,6 +5,7 @@ libmilter's documentation describe it: byte strings written out here by hand, no
 from __future__ import annotations
 
 import contextlib
+import itertools
 import struct
 
 import pytest
@@ -32,6 +33,34 @@ def test_packet_length_is_bounded() -> None:
         mp.packet_length(b"\x00\x00\x00\x0c", 10)
     with pytest.raises(mp.ProtocolError):
         mp.packet_length(b"\xff\xff\xff\xff", 1 << 20)
+
+
+# A header packet, a macro packet and an empty one, as Postfix writes them.
+_STREAM = (
+    b"\x00\x00\x00\x0dLSubject\x00Hi!\x00" + b"\x00\x00\x00\x07DLi\x00Q1\x00" + b"\x00\x00\x00\x01N"
+)
+_PACKETS = [(ord("L"), b"Subject\x00Hi!\x00"), (ord("D"), b"Li\x00Q1\x00"), (ord("N"), b"")]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(_STREAM)), max_size=8))
+def test_packets_cut_anywhere_come_out_whole_and_in_order(cuts: list[int]) -> None:
+    packets = mp.Packets(1 << 10)
+    got = []
+    edges = [0, *sorted(cuts), len(_STREAM)]
+    for a, b in itertools.pairwise(edges):
+        packets.feed(_STREAM[a:b])
+        while (packet := packets.next()) is not None:
+            got.append(packet)
+    assert got == _PACKETS and packets.pending == 0
+
+
+def test_packets_refuse_a_giant_announcement_before_reading_it() -> None:
+    packets = mp.Packets(10)
+    packets.feed(b"\x00\x10\x00")
+    assert packets.next() is None  # three bytes: no length yet
+    packets.feed(b"\x00")
+    with pytest.raises(mp.ProtocolError, match="over the limit"):
+        packets.next()
 
 
 def test_option_negotiation_as_postfix_sends_it() -> None:

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from config.loader import ConfigError, load_config
 from filters import qr
@@ -126,6 +127,35 @@ def test_a_brand_lure_carried_only_by_its_qr_code_is_flagged(engine: Engine) -> 
     text = render(verdict)
     assert f"QR code in Prime-membership.pdf, page 1 → {URL}" in text
     assert "links go to amaz0n-prime-renewal.top" in text
+
+
+def test_judging_while_the_decoder_works_gives_the_verdict_of_judging_after(
+    engine: Engine,
+) -> None:
+    """The engine judges the message while the decoder works, and judges again only when a
+    code or a limit comes back: either way the verdict is the one the codes make."""
+    blank = qrmail.encode(Image.new("RGB", (400, 300), "white"), "PNG")
+    plain = qrmail.message(
+        from_='"Membership Services" <documents@mailer-docs.example>',
+        subject="Your Amazon Prime membership",
+        text="Your Amazon Prime membership renews soon: https://amaz0n-prime-renewal.top/r",
+        attachments=((blank, "image", "png", "flyer.png"),),
+    )
+    coded = qrmail.message(attachments=((qrmail.png(URL), "image", "png", "renew.png"),))
+    off = Engine(replace(CFG, qr=replace(CFG.qr, enabled=False)))
+    for raw in (plain, coded):
+        qr.clear_cache()  # the decoder must really be at work, not the cache answering
+        pending = qr.submit(parse(raw, CFG.limits, CFG.qr), CFG.qr)
+        assert pending.waiting
+        pending.result()
+        qr.clear_cache()
+        verdict = engine.scan(raw).to_dict()
+        expected = off.scan(raw).to_dict()
+        if raw is coded:
+            assert URL in qr_links(engine, raw)
+            assert verdict != expected  # the code's link was judged
+        else:
+            assert verdict == expected
 
 
 def test_qr_decoding_off_keeps_no_payloads() -> None:

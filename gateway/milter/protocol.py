@@ -150,6 +150,43 @@ def packet_length(head: bytes, limit: int) -> int:
     return size - 1
 
 
+class Packets:
+    """Whole packets out of a byte stream read in pieces of any size: one read of the socket
+    yields every packet it holds, instead of three awaited reads per packet (a message is
+    some forty packets: macros, one per header field, body chunks). At most `limit` bytes of
+    data per packet are buffered: a longer announcement is refused before it is read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:  # compact once per read, not once per packet
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next whole packet (command, data), or None until more is fed."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 5:
+            if len(buf) - pos == 4:
+                packet_length(bytes(buf[pos:]), self.limit)  # refuse a giant at once
+            return None
+        size = packet_length(bytes(buf[pos : pos + 4]), self.limit)
+        end = pos + 5 + size
+        if len(buf) < end:
+            return None
+        self._pos = end
+        return buf[pos + 4], bytes(buf[pos + 5 : end])
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a packet begun but not yet whole."""
+        return len(self._buf) - self._pos
+
+
 def _cstrings(data: bytes) -> list[bytes]:
     """NUL-terminated strings, one after the other (a missing last NUL is forgiven)."""
     if not data:

@@ -88,6 +88,7 @@ _NEEDS = {
 }
 # Larger packets than this are not the protocol (body chunks are at most 64 KiB).
 MAX_PACKET = 4 * 1024 * 1024
+READ_SIZE = 256 * 1024  # bytes asked of the socket at a time
 
 TEMPFAIL_SCAN = "451 4.3.0 Temporary scanning failure, try again later"
 TEMPFAIL_QUARANTINE = "451 4.3.0 Quarantine unavailable, try again later"
@@ -152,39 +153,59 @@ class MilterConnection:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         idle = self.gateway.settings.milter.idle_timeout
+        packets = mp.Packets(MAX_PACKET)
         try:
             async with asyncio.timeout(idle) as deadline:
                 while True:
-                    size = mp.packet_length(await self.reader.readexactly(4), MAX_PACKET)
-                    cmd = (await self.reader.readexactly(1))[0]
-                    data = await self.reader.readexactly(size) if size else b""
-                    if cmd == mp.SMFIC_BODYEOB:
-                        deadline.reschedule(loop.time() + self.gateway.scans.timeout + 60)
-                    replies = await self.dispatch(cmd, data)
-                    if replies:
-                        self.writer.write(b"".join(replies))
-                        await self.writer.drain()
-                    if self.gateway.draining and not self.in_message:
+                    if await self._answer(packets, deadline):
                         return
                     deadline.reschedule(loop.time() + idle)
+                    chunk = await self.reader.read(READ_SIZE)
+                    if not chunk:
+                        return  # the MTA went away; it knows what it did not get an answer for
+                    packets.feed(chunk)
         except TimeoutError:
             log.warning("milter %s: nothing from the MTA for %g s, closing", self.sid, idle)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the MTA went away; it knows what it did not get an answer for
+        except ConnectionError:
+            pass
         except (_Close, mp.ProtocolError) as exc:
             if str(exc):
                 log.warning("milter %s: %s, closing", self.sid, exc)
         finally:
             self.close()
 
-    async def dispatch(self, cmd: int, data: bytes) -> list[bytes]:
-        """The replies to one packet (none for events negotiated as no-reply)."""
+    async def _answer(self, packets: mp.Packets, deadline: asyncio.Timeout) -> bool:
+        """Handle every whole packet read so far and send the replies, in order; True when
+        the session should end (draining, between messages)."""
+        replies: list[bytes] = []
+        while (packet := packets.next()) is not None:
+            cmd, data = packet
+            if cmd == mp.SMFIC_BODYEOB:
+                await self._send(replies)
+                loop = asyncio.get_running_loop()
+                deadline.reschedule(loop.time() + self.gateway.scans.timeout + 60)
+                replies = await self._end_of_message_packet(data)
+            else:
+                replies.extend(self.dispatch(cmd, data))
+            if self.gateway.draining and not self.in_message:
+                await self._send(replies)
+                return True
+        await self._send(replies)
+        return False
+
+    async def _send(self, replies: list[bytes]) -> None:
+        if replies:
+            self.writer.write(b"".join(replies))
+            replies.clear()
+            await self.writer.drain()
+
+    def dispatch(self, cmd: int, data: bytes) -> list[bytes]:
+        """The replies to one packet other than end of message (none for events negotiated
+        as no-reply)."""
         if cmd == mp.SMFIC_OPTNEG:
             return [self._negotiate(mp.parse_optneg(data))]
         if not self.negotiated:
             raise mp.ProtocolError(f"command {chr(cmd)!r} before option negotiation")
-        if cmd == mp.SMFIC_BODYEOB:
-            return await self._end_of_message(data)
         handler = self._handlers.get(cmd)
         if handler is None:
             raise mp.ProtocolError(f"unknown command {cmd:#04x}")
@@ -194,6 +215,11 @@ class MilterConnection:
         if cmd in mp.SILENT or self.protocol & mp.NO_REPLY_FLAG.get(cmd, 0):
             return []
         return [mp.CONTINUE]
+
+    async def _end_of_message_packet(self, data: bytes) -> list[bytes]:
+        if not self.negotiated:
+            raise mp.ProtocolError("end of message before option negotiation")
+        return await self._end_of_message(data)
 
     # ----------------------------------------------------------------------- events
 
