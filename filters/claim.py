@@ -430,7 +430,7 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
             continue
-        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name):
+        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name, _cues(lex)[0]):
             continue
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
@@ -472,7 +472,13 @@ def _own_mailbox(name: str, f: Features) -> bool:
     return len(rest) >= 2 and rest.isalpha() and segment(rest) is None
 
 
-def _person(display: str, unknown: list[str], f: Features, brand_name: str = "") -> bool:
+def _person(
+    display: str,
+    unknown: list[str],
+    f: Features,
+    brand_name: str = "",
+    addressing: frozenset[str] = frozenset(),
+) -> bool:
     """A person's name beside the brand word: "Damien Morton" <damien.morton@...>.
 
     Structural test: the other words are few, written as names (capitalised letters), and the
@@ -487,6 +493,10 @@ def _person(display: str, unknown: list[str], f: Features, brand_name: str = "")
     if not raw_words or not all(
         w[:1].isupper() and w.replace(".", "").isalpha() for w in raw_words
     ):
+        return False
+    # A name that addresses the reader ("Your Rewards Desk", "Ihr Kundenservice") is
+    # nobody's own: people do not sign with "your".
+    if addressing and any(fold(w, leet=False) in addressing for w in raw_words):
         return False
     local = fold(f.from_addr.local if f.from_addr else "").replace(" ", "")
     if any(len(w) >= 3 and w in local for w in unknown):
@@ -696,6 +706,38 @@ def _link_text_matches(f: Features, ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
+_MAX_BUTTONS = 12  # the first links: where the calls to action stand
+_MAX_BUTTON_TEXT = 80  # characters of a link's text: a button's label, not a paragraph
+
+
+def _button_matches(idx: _Index, f: Features, ctx: Context) -> list[tuple[str, str]]:
+    """Calls to action that speak as a brand ("Activate your Sam's Club offer", "Sign in to
+    your PayPal account") on links that leave it: the button is the brand's voice, and the
+    click goes to somebody else. A link to the brand's own site, or a text without a cue
+    ("Shop Amazon deals"), says nothing of who speaks."""
+    out: list[tuple[str, str]] = []
+    reg, lex = ctx.registry, ctx.lexicon
+    seen: set[str] = set()
+    for link in f.links[:_MAX_BUTTONS]:
+        shown = link.shown
+        if not shown or link.where not in _BUTTON_PLACES or shown in seen:
+            continue
+        seen.add(shown)
+        text = shown[:_MAX_BUTTON_TEXT]
+        if _URLISH.search(text.lower()):
+            continue  # a shown address: _link_text_matches reads those
+        hits, tokens = _scan(idx, text, allow_weak=False)
+        for m in _with_cue(tokens, hits, lex) if hits else ():
+            if m.start == m.end:
+                continue  # a CJK name found as a substring: no cue was read
+            if reg.may_link(reg.brands[m.key], link.host) is None:
+                out.append((m.key, m.name))
+    return out
+
+
+_BUTTON_PLACES = frozenset({"html-a", "html-area"})
+
+
 def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     idx = _index(ctx.registry)
     votes: dict[str, dict[str, float]] = defaultdict(dict)
@@ -736,7 +778,7 @@ def _personal_mailbox(idx: _Index, f: Features, lex: Lexicon) -> bool:
     covered = {i for m in names for i in range(m.start, m.end)}
     service = _service_words(lex)
     words = [w for i, w in enumerate(tokens) if i not in covered and w not in service]
-    return _person(display, words, f)
+    return _person(display, words, f, addressing=_cues(lex)[0])
 
 
 def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: bool) -> None:
@@ -764,6 +806,8 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: boo
         vote(key, "link-text", word)
     if f.mailing_list:
         return
+    for key, word in _button_matches(idx, f, ctx):
+        vote(key, "link-text", word)
     head = f.body[:_BODY_HEAD]
     hits, tokens = _scan(idx, head, allow_weak=False, normalised=True)
     cued = _with_cue(tokens, hits, lex) if hits else []
