@@ -277,8 +277,21 @@ def _scan(
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
     plain, tokens = _token_forms(text, normalised)
     found = _scan_forms(idx, plain, tokens, allow_weak)
+    found.extend(_joined_words(idx, tokens, found))
     found.extend(_cjk_matches(idx, text))
     return found, tokens
+
+
+def _joined_words(idx: _Index, tokens: list[str], found: list[_Match]) -> list[_Match]:
+    """A name of several words written as one ("AlbertHeijn", "TractorSupply"): a whole
+    word that is a distinctive name's joined form. One lookup per word."""
+    glued, by_first = idx.glued, idx.by_first
+    taken = {i for m in found for i in range(m.start, m.end)}
+    out = []
+    for i, tok in enumerate(tokens):
+        if len(tok) > MIN_GLUED and tok in glued and tok not in by_first and i not in taken:
+            out.append(_Match(glued[tok], tok, i, i + 1))
+    return out
 
 
 def _cjk_matches(idx: _Index, text: str) -> list[_Match]:
@@ -429,6 +442,10 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             spoken_for = m.start > 0 and tokens[m.start - 1] in _FROM_WORDS
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
+            elif len(unknown) == 1 and _signs_beside(tokens, m, service):
+                # "Courtesy AAA Support": the name signs as a department, one word of
+                # unknown role beside it; less sure than service words alone.
+                out.append((m, _WEAK_STRENGTH * _DISPLAY_STRENGTH_UNKNOWN_WORDS))
             continue
         if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name, _cues(lex)[0]):
             continue
@@ -438,6 +455,11 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
     seen = {m.key for m, _ in out}
     out.extend((m, 1.0) for m in cjk if m.key not in seen)
     return out
+
+
+def _signs_beside(tokens: list[str], m: _Match, service: frozenset[str]) -> bool:
+    """A service word right after the name ("AAA Support", "Chase Billing")."""
+    return m.end < len(tokens) and tokens[m.end] in service
 
 
 _ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)*)")

@@ -254,3 +254,34 @@ def test_a_display_name_addressing_the_reader_is_no_person() -> None:
 
 def test_near_miss_the_same_name_without_your_is_a_person() -> None:
     assert claim_of(from_="jane.brief@larso-doors.example", display="Jane PayPal Brief")[0] is None
+
+
+def test_an_ordinary_name_signing_as_a_department_beside_one_other_word() -> None:
+    # "Chase" alone is an ordinary word; "Chase Support" signs as the bank's department,
+    # and one more word of unknown role ("Courtesy") does not make it a person.
+    brand, where = claim_of(from_="courtesy@carsforce-88.example", display="Courtesy Chase Support")
+    assert brand == "chase" and where == ("display-name",)
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "Courtesy Chase Garden",  # no service word beside the name
+        "Ann Courtesy Chase Support",  # two words of unknown role: a person may sign so
+    ],
+)
+def test_near_miss_an_ordinary_name_among_other_words(display: str) -> None:
+    assert claim_of(from_="courtesy@carsforce-88.example", display=display)[0] is None
+
+
+def test_a_name_of_several_words_written_as_one_claims() -> None:
+    # "ChaseBank" for "Chase Bank", as "AlbertHeijn" for "Albert Heijn".
+    brand, where = claim_of(
+        from_="news@raffle-desk-3.example", display="Win", subject="Your ChaseBank account"
+    )
+    assert brand == "chase" and where == ("subject",)
+
+
+def test_near_miss_a_longer_word_that_starts_with_the_joined_name() -> None:
+    subject = "Your Chasebanker account"
+    assert claim_of(from_="news@raffle-desk-3.example", display="Win", subject=subject)[0] is None
