@@ -654,10 +654,23 @@ def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
 
 def _offers_prize(tokens: list[str], lex: Lexicon) -> bool:
     phrases = _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS)
-    return any(
+    if any(
         tuple(tokens[i : i + n]) in phrases
         for i in range(len(tokens))
         for n in range(1, _MAX_PRIZE_WORDS + 1)
+    ):
+        return True
+    # An inflected prize word ("Gutscheins", "vouchers"): as cue words are read.
+    words = _prize_words(lex)
+    return any(_cued_word(t, words) for t in tokens if len(t) >= 7)
+
+
+def _prize_words(lex: Lexicon) -> frozenset[str]:
+    """The one-word prize phrases, for inflected forms."""
+    return _derived(
+        lex,
+        ("prize-words",),
+        lambda: frozenset(p[0] for p in _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS) if len(p) == 1),
     )
 
 
