@@ -114,10 +114,11 @@ def _callback(m: _Matcher, f: Features, text: str) -> str | None:
     """A request to phone a number ("please call us at +1 (805) 248-4054") in a message
     with nothing to click: the scam that wants the reader on the line, where a link would
     be caught. Returns the words and the number, for the evidence."""
-    if not m.callback or any(
-        link.where in _CLICKABLE and not link.url.lower().startswith(_NOT_WEB) for link in f.links
-    ):
+    if not m.callback:
         return None
+    for link in f.links:
+        if link.where in _CLICKABLE and not link.url.lower().startswith(_NOT_WEB):
+            return None
     most = max(len(w) for w in m.callback)
     for number in _PHONE.finditer(text):
         if sum(ch.isdigit() for ch in number.group()) not in _PHONE_DIGITS:
