@@ -277,8 +277,23 @@ def _scan(
     """The matches in `text`, and its folded tokens (for the cue lookups that follow)."""
     plain, tokens = _token_forms(text, normalised)
     found = _scan_forms(idx, plain, tokens, allow_weak)
+    found.extend(_joined_words(idx, tokens, found))
     found.extend(_cjk_matches(idx, text))
     return found, tokens
+
+
+def _joined_words(idx: _Index, tokens: list[str], found: list[_Match]) -> list[_Match]:
+    """A name of several words written as one ("AlbertHeijn", "TractorSupply"): a whole
+    word that is a distinctive name's joined form. One lookup per word."""
+    glued, by_first = idx.glued, idx.by_first
+    if glued.keys().isdisjoint(tokens):  # the common case, decided in one pass in C
+        return []
+    taken = {i for m in found for i in range(m.start, m.end)}
+    out = []
+    for i, tok in enumerate(tokens):
+        if len(tok) > MIN_GLUED and tok in glued and tok not in by_first and i not in taken:
+            out.append(_Match(glued[tok], tok, i, i + 1))
+    return out
 
 
 def _cjk_matches(idx: _Index, text: str) -> list[_Match]:
@@ -429,8 +444,12 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
             spoken_for = m.start > 0 and tokens[m.start - 1] in _FROM_WORDS
             if spoken_for or (not unknown and not (not rest and _own_mailbox(m.name, f))):
                 out.append((m, _WEAK_STRENGTH))
+            elif len(unknown) == 1 and _signs_beside(tokens, m, service):
+                # "Courtesy AAA Support": the name signs as a department, one word of
+                # unknown role beside it; less sure than service words alone.
+                out.append((m, _WEAK_STRENGTH * _DISPLAY_STRENGTH_UNKNOWN_WORDS))
             continue
-        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name):
+        if unknown and m.end - m.start == 1 and _person(written, unknown, f, m.name, _cues(lex)[0]):
             continue
         if f.mailing_list and unknown and m.end == len(tokens) and m.end - m.start == 1:
             continue  # "Felipe Soberon Vargas Prada" posting to a list: a surname
@@ -438,6 +457,11 @@ def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match
     seen = {m.key for m, _ in out}
     out.extend((m, 1.0) for m in cjk if m.key not in seen)
     return out
+
+
+def _signs_beside(tokens: list[str], m: _Match, service: frozenset[str]) -> bool:
+    """A service word right after the name ("AAA Support", "Chase Billing")."""
+    return m.end < len(tokens) and tokens[m.end] in service
 
 
 _ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)*)")
@@ -472,7 +496,13 @@ def _own_mailbox(name: str, f: Features) -> bool:
     return len(rest) >= 2 and rest.isalpha() and segment(rest) is None
 
 
-def _person(display: str, unknown: list[str], f: Features, brand_name: str = "") -> bool:
+def _person(
+    display: str,
+    unknown: list[str],
+    f: Features,
+    brand_name: str = "",
+    addressing: frozenset[str] = frozenset(),
+) -> bool:
     """A person's name beside the brand word: "Damien Morton" <damien.morton@...>.
 
     Structural test: the other words are few, written as names (capitalised letters), and the
@@ -487,6 +517,10 @@ def _person(display: str, unknown: list[str], f: Features, brand_name: str = "")
     if not raw_words or not all(
         w[:1].isupper() and w.replace(".", "").isalpha() for w in raw_words
     ):
+        return False
+    # A name that addresses the reader ("Your Rewards Desk", "Ihr Kundenservice") is
+    # nobody's own: people do not sign with "your".
+    if addressing and any(fold(w, leet=False) in addressing for w in raw_words):
         return False
     local = fold(f.from_addr.local if f.from_addr else "").replace(" ", "")
     if any(len(w) >= 3 and w in local for w in unknown):
@@ -622,10 +656,23 @@ def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
 
 def _offers_prize(tokens: list[str], lex: Lexicon) -> bool:
     phrases = _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS)
-    return any(
+    if any(
         tuple(tokens[i : i + n]) in phrases
         for i in range(len(tokens))
         for n in range(1, _MAX_PRIZE_WORDS + 1)
+    ):
+        return True
+    # An inflected prize word ("Gutscheins", "vouchers"): as cue words are read.
+    words = _prize_words(lex)
+    return any(_cued_word(t, words) for t in tokens if len(t) >= 7)
+
+
+def _prize_words(lex: Lexicon) -> frozenset[str]:
+    """The one-word prize phrases, for inflected forms."""
+    return _derived(
+        lex,
+        ("prize-words",),
+        lambda: frozenset(p[0] for p in _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS) if len(p) == 1),
     )
 
 
@@ -696,6 +743,38 @@ def _link_text_matches(f: Features, ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
+_MAX_BUTTONS = 12  # the first links: where the calls to action stand
+_MAX_BUTTON_TEXT = 80  # characters of a link's text: a button's label, not a paragraph
+
+
+def _button_matches(idx: _Index, f: Features, ctx: Context) -> list[tuple[str, str]]:
+    """Calls to action that speak as a brand ("Activate your Sam's Club offer", "Sign in to
+    your PayPal account") on links that leave it: the button is the brand's voice, and the
+    click goes to somebody else. A link to the brand's own site, or a text without a cue
+    ("Shop Amazon deals"), says nothing of who speaks."""
+    out: list[tuple[str, str]] = []
+    reg, lex = ctx.registry, ctx.lexicon
+    seen: set[str] = set()
+    for link in f.links[:_MAX_BUTTONS]:
+        shown = link.shown
+        if not shown or link.where not in _BUTTON_PLACES or shown in seen:
+            continue
+        seen.add(shown)
+        text = shown[:_MAX_BUTTON_TEXT]
+        if _URLISH.search(text.lower()):
+            continue  # a shown address: _link_text_matches reads those
+        hits, tokens = _scan(idx, text, allow_weak=False)
+        for m in _with_cue(tokens, hits, lex) if hits else ():
+            if m.start == m.end:
+                continue  # a CJK name found as a substring: no cue was read
+            if reg.may_link(reg.brands[m.key], link.host) is None:
+                out.append((m.key, m.name))
+    return out
+
+
+_BUTTON_PLACES = frozenset({"html-a", "html-area"})
+
+
 def find_claim(f: Features, ctx: Context) -> BrandClaim | None:
     idx = _index(ctx.registry)
     votes: dict[str, dict[str, float]] = defaultdict(dict)
@@ -736,7 +815,7 @@ def _personal_mailbox(idx: _Index, f: Features, lex: Lexicon) -> bool:
     covered = {i for m in names for i in range(m.start, m.end)}
     service = _service_words(lex)
     words = [w for i, w in enumerate(tokens) if i not in covered and w not in service]
-    return _person(display, words, f)
+    return _person(display, words, f, addressing=_cues(lex)[0])
 
 
 def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: bool) -> None:
@@ -764,6 +843,8 @@ def _mentions(f: Features, ctx: Context, idx: _Index, vote: _Vote, personal: boo
         vote(key, "link-text", word)
     if f.mailing_list:
         return
+    for key, word in _button_matches(idx, f, ctx):
+        vote(key, "link-text", word)
     head = f.body[:_BODY_HEAD]
     hits, tokens = _scan(idx, head, allow_weak=False, normalised=True)
     cued = _with_cue(tokens, hits, lex) if hits else []

@@ -65,6 +65,8 @@ LEXICON = Lexicon(
             ("verify your account", "account", "en"),
             ("within 24 hours", "urgency", "en"),
             ("contact us directly", "offplatform", "en"),
+            ("call us", "callback", "en"),
+            ("ligue para", "callback", "pt"),
             ("cartão presente", "gift", "pt"),
             ("礼品卡", "gift", "zh"),
         ]

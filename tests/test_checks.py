@@ -404,6 +404,45 @@ def test_lure_weak_without_claim_and_no_partial_words() -> None:
     assert _run(lure, features(body="The giftcardholder design sold out"), None) == []
 
 
+_CALL_BODY = (
+    "Your subscription was renewed for $299.99. If you did not make this purchase, "
+    "please call us at +1 (805) 248-4054 to cancel."
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (_CALL_BODY, '"call us at +1 (805) 248-4054"'),
+        ("Não reconhece a compra? Ligue para 0800 123 4567 agora.", '"ligue para 0800 123 4567"'),
+    ],
+)
+def test_lure_callback_fires_on_a_number_to_call_and_nothing_to_click(body: str, said: str) -> None:
+    found = {x.rule: x for x in _run(lure, features(body=body), claim())}
+    assert found["LURE_CALLBACK"].factor == 1.0
+    assert said in found["LURE_CALLBACK"].evidence[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "links", "why"),
+    [
+        (_CALL_BODY, (link("https://renewals.example/cancel"),), "a link to click"),
+        ("Invoice 8052484054 was paid on time. Thank you.", (), "a number, no call asked"),
+        ("Jane Doe, Sales. Phone: (415) 441-6670", (), "a signature's number"),
+        ("Please call us at extension 4054 tomorrow.", (), "too few digits for a number"),
+        ("Please call us. Invoice 8052484054 is attached.", (), "the request and the number apart"),
+    ],
+)
+def test_near_miss_lure_callback(body: str, links: tuple[Link, ...], why: str) -> None:
+    f = features(body=body, links=links)
+    assert "LURE_CALLBACK" not in rules_of(_run(lure, f, claim())), why
+
+
+def test_lure_callback_tel_links_are_nothing_to_click() -> None:
+    f = features(body=_CALL_BODY, links=(link("tel:+18052484054"),))
+    assert "LURE_CALLBACK" in rules_of(_run(lure, f, claim()))
+
+
 # --------------------------------------------------------------------- reply_to
 
 

@@ -9,7 +9,7 @@ import pytest
 from filters.claim import find_claim
 from filters.registry import Lexicon
 from filters.text import words_skeleton
-from tests.factories import CTX, LEXICON, addr, features
+from tests.factories import CTX, LEXICON, addr, features, link
 
 # The claim cues the shipped config/claim_cues.toml provides, reduced to what these cases need.
 CUES = Lexicon(
@@ -219,3 +219,69 @@ def test_near_miss_a_subject_naming_a_brand_without_a_prize() -> None:
         claim_of(from_="promo@newsletter-42.example", display="Weekly Deals", subject=subject)[0]
         is None
     )
+
+
+def test_a_call_to_action_speaking_as_the_brand_claims_it() -> None:
+    # The author names nobody; the button speaks to "your" brand offer and leaves the brand.
+    button = link("https://offers-desk-17.example/go", shown="Activate your PayPal reward")
+    brand, where = claim_of(
+        from_="news@offers-desk-17.example", display="Member Desk", links=(button,)
+    )
+    assert brand == "paypal" and where == ("link-text",)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        ("https://offers-desk-17.example/go", "Shop PayPal deals", "no cue: a mention"),
+        ("https://www.paypal.com/myaccount", "Open your PayPal account", "the brand's own site"),
+    ],
+)
+def test_near_miss_a_button_naming_a_brand(url: str, shown: str, why: str) -> None:
+    button = link(url, shown=shown)
+    found = claim_of(from_="news@offers-desk-17.example", display="Member Desk", links=(button,))
+    assert found[0] is None, why
+
+
+def test_a_display_name_addressing_the_reader_is_no_person() -> None:
+    # "Your ... Brief" at a mailbox spelling it: people do not sign with "your", so the
+    # brand beside it is a claim, not a surname.
+    brand, where = claim_of(
+        from_="yourpaypalbrief@larso-doors.example", display="Your PayPal Brief"
+    )
+    assert brand == "paypal" and "display-name" in where
+
+
+def test_near_miss_the_same_name_without_your_is_a_person() -> None:
+    assert claim_of(from_="jane.brief@larso-doors.example", display="Jane PayPal Brief")[0] is None
+
+
+def test_an_ordinary_name_signing_as_a_department_beside_one_other_word() -> None:
+    # "Chase" alone is an ordinary word; "Chase Support" signs as the bank's department,
+    # and one more word of unknown role ("Courtesy") does not make it a person.
+    brand, where = claim_of(from_="courtesy@carsforce-88.example", display="Courtesy Chase Support")
+    assert brand == "chase" and where == ("display-name",)
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "Courtesy Chase Garden",  # no service word beside the name
+        "Ann Courtesy Chase Support",  # two words of unknown role: a person may sign so
+    ],
+)
+def test_near_miss_an_ordinary_name_among_other_words(display: str) -> None:
+    assert claim_of(from_="courtesy@carsforce-88.example", display=display)[0] is None
+
+
+def test_a_name_of_several_words_written_as_one_claims() -> None:
+    # "ChaseBank" for "Chase Bank", as "AlbertHeijn" for "Albert Heijn".
+    brand, where = claim_of(
+        from_="news@raffle-desk-3.example", display="Win", subject="Your ChaseBank account"
+    )
+    assert brand == "chase" and where == ("subject",)
+
+
+def test_near_miss_a_longer_word_that_starts_with_the_joined_name() -> None:
+    subject = "Your Chasebanker account"
+    assert claim_of(from_="news@raffle-desk-3.example", display="Win", subject=subject)[0] is None

@@ -29,10 +29,10 @@ pytestmark = [
 
 # The floors reached (issue 7 asks for 95 % / 0.3 % / 1 of 101; see the closing note). Never
 # lower them to land other work.
-CV_PHISH_MIN = 0.93
+CV_PHISH_MIN = 0.945  # CV reaches 95.4 %: about 16 messages of margin
 CV_HAM_MAX = 0.003
 CV_BRAND_HAM_MAX = 2
-SHIPPED_PHISH_MIN = 0.93
+SHIPPED_PHISH_MIN = 0.955  # the shipped weights reach 96.3 %
 SHIPPED_HAM_MAX = 0.003
 SHIPPED_BRAND_HAM_MAX = 2
 MAX_GAP = 0.02  # shipped minus cross-validated phish rate

@@ -334,3 +334,66 @@ def test_pre_approved_near_miss_an_approval_notice() -> None:
         )
     )
     assert "LURE_REWARD" not in v.rules
+
+
+# ----------------------------------------------------------------------------- renewals
+# Fake renewal invoices: a subscription "renewed" or "set to renew", and a number to call
+# about it instead of a link.
+
+_RENEWAL = (
+    "Your plan is set to renew automatically on May 14 for $299.99. Questions? "
+    "Call us at +1 (805) 248-4054."
+)
+
+
+def test_renewal_invoice_is_an_account_lure_and_a_callback() -> None:
+    v = scan(message('"E-Receipt Team" <bill@relay-12.example>', body=_RENEWAL, links=()))
+    assert {"LURE_ACCOUNT", "LURE_CALLBACK"} <= set(v.rules)
+
+
+def test_renewal_near_miss_a_thank_you_with_a_link() -> None:
+    body = "Thanks for renewing your library card. Questions? Call us at +1 (805) 248-4054."
+    v = scan(message('"Library" <desk@relay-12.example>', body=body))
+    assert not {"LURE_ACCOUNT", "LURE_CALLBACK"} & set(v.rules)
+
+
+# ----------------------------------------------------------------------------- wording
+# Lure and cue words the shipped vocabulary lacked: Dutch raffles and plurals, the English
+# "complimentary" gift, German members, inflected prize words in a subject.
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Wij verloten meerdere cadeaukaarten",
+        "A complimentary 3500 Watt generator is reserved for you",
+    ],
+)
+def test_raffles_and_complimentary_goods_are_reward_lures(subject: str) -> None:
+    v = scan(message('"Promo" <promo@relay-12.example>', subject=subject, body="Kijk hier."))
+    assert "LURE_REWARD" in v.rules
+
+
+def test_reward_near_miss_ordinary_words() -> None:
+    v = scan(message('"Promo" <promo@relay-12.example>', subject="Wij verkopen kaarten"))
+    assert "LURE_REWARD" not in v.rules
+
+
+@pytest.mark.parametrize(
+    ("subject", "brand"),
+    [
+        ("Schließen Sie sich Tausenden zufriedenen ADAC-Mitgliedern an", "adac"),
+        ("500€ IKEA-Black Friday Gutscheins", "ikea"),  # an inflected prize word
+    ],
+)
+def test_members_and_inflected_prizes_speak_as_the_brand(subject: str, brand: str) -> None:
+    v = scan(message('"Herzlichen Glückwunsch!" <deals@relay-12.example>', subject=subject))
+    assert claimed(v) == (brand, ("subject",))
+
+
+@pytest.mark.parametrize(
+    "subject", ["ADAC meldet Stau auf der A7", "IKEA Black Friday Öffnungszeiten"]
+)
+def test_near_miss_the_same_brands_in_news(subject: str) -> None:
+    v = scan(message('"Nachrichten" <news@relay-12.example>', subject=subject, body="Heute."))
+    assert claimed(v)[0] is None

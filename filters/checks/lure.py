@@ -17,6 +17,8 @@ RULES = {
     "LURE_ACCOUNT": "Claims a problem with an account, payment or delivery",
     "LURE_URGENCY": "Presses for action within a deadline",
     "LURE_OFFPLATFORM": "Invites the reader to deal outside the platform",
+    "LURE_CALLBACK": "Asks the reader to phone a number, and gives nothing to click: the "
+    "call, not a link, is the way in",
 }
 # Lexicon categories -> rule.
 _RULE_OF = {
@@ -43,6 +45,9 @@ class _Matcher:
     # first word -> [(all words of the phrase, phrase, rule)], longest phrases first
     by_first: dict[str, list[tuple[tuple[str, ...], str, str]]]
     cjk: list[tuple[str, str]]  # (phrase, rule), matched as substrings
+    # The words that ask for a call ("call us", "ligue"), as word tuples: a lure only
+    # right before a phone number.
+    callback: frozenset[tuple[str, ...]] = frozenset()
 
 
 _lock = threading.Lock()
@@ -56,7 +61,11 @@ def _matcher(lex: Lexicon) -> _Matcher:
         return hit[1]
     by_first: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
     cjk: list[tuple[str, str]] = []
+    callback: set[tuple[str, ...]] = set()
     for term in lex.terms:
+        if term.category == "callback":
+            callback.add(tuple(_WORD.findall(term.phrase)))
+            continue
         rule = _RULE_OF.get(term.category)
         if rule is None:
             continue
@@ -68,7 +77,7 @@ def _matcher(lex: Lexicon) -> _Matcher:
             by_first.setdefault(words[0], []).append((words, term.phrase, rule))
     for entries in by_first.values():
         entries.sort(key=lambda e: -len(e[0]))
-    m = _Matcher(by_first, cjk)
+    m = _Matcher(by_first, cjk, frozenset(w for w in callback if w))
     with _lock:
         _cache[id(lex)] = (lex, m)
     return m
@@ -92,9 +101,44 @@ def _find(m: _Matcher, text: str) -> dict[str, list[str]]:
     return found
 
 
+# A phone number: 10 to 13 digits in groups, "+1 (805) 248-4054", "0800 123 4567".
+# Bounded repetition: the scan stays linear in the text.
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{8,18}\d(?!\w)")
+_PHONE_DIGITS = range(10, 14)
+_CALL_WINDOW = 48  # characters before the number where the request to call stands
+_CLICKABLE = frozenset({"html-a", "html-area", "html-form", "text", "qr"})
+_NOT_WEB = ("mailto:", "tel:", "sms:")
+
+
+def _callback(m: _Matcher, f: Features, text: str) -> str | None:
+    """A request to phone a number ("please call us at +1 (805) 248-4054") in a message
+    with nothing to click: the scam that wants the reader on the line, where a link would
+    be caught. Returns the words and the number, for the evidence."""
+    if not m.callback:
+        return None
+    for link in f.links:
+        if link.where in _CLICKABLE and not link.url.lower().startswith(_NOT_WEB):
+            return None
+    most = max(len(w) for w in m.callback)
+    for number in _PHONE.finditer(text):
+        if sum(ch.isdigit() for ch in number.group()) not in _PHONE_DIGITS:
+            continue
+        window = text[max(0, number.start() - _CALL_WINDOW) : number.start()]
+        window = window.rpartition(". ")[2]  # the sentence that gives the number
+        spans = list(_WORD.finditer(window))
+        words = [w.group() for w in spans]
+        for i in range(len(words)):
+            for n in range(1, min(most, len(words) - i) + 1):
+                if tuple(words[i : i + n]) in m.callback:
+                    said = " ".join(window[spans[i].start() :].split())
+                    return f"{said} {number.group().strip()}"
+    return None
+
+
 def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding]:
     text = f.subject_norm + " \n " + f.body[:_SCAN_CHARS]
-    found = _find(_matcher(ctx.lexicon), text)
+    matcher = _matcher(ctx.lexicon)
+    found = _find(matcher, text)
     # Lure words matter most when the message also speaks as a brand from elsewhere; alone,
     # or from the brand's own domain, they are the everyday vocabulary of shops and carriers.
     weight = 1.0 if claim else 0.35
@@ -104,3 +148,10 @@ def run(f: Features, claim: BrandClaim | None, ctx: Context) -> Iterable[Finding
         distinct = len(set(phrases))
         factor = weight * min(1.0, 0.6 + 0.2 * (distinct - 1))
         yield Finding(rule, (f'says "{sample(phrases)}"',), factor=round(factor, 2))
+    call = _callback(matcher, f, f.body[:_SCAN_CHARS])
+    if call is not None:
+        yield Finding(
+            "LURE_CALLBACK",
+            (f'asks for a phone call: "{call}"', "and has no link to click"),
+            factor=round(weight, 2),
+        )
