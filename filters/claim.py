@@ -164,6 +164,7 @@ class _Index:
 
 
 _lock = threading.Lock()
+_MEMO_ENTRIES = 64  # a few configs' worth (each builds a handful)
 _memo: dict[tuple[Hashable, ...], tuple[object, Any]] = {}
 _V = TypeVar("_V")
 
@@ -177,6 +178,8 @@ def _derived(source: object, key: tuple[Hashable, ...], build: Callable[[], _V])
         return cast(_V, hit[1])
     value = build()
     with _lock:
+        if len(_memo) >= _MEMO_ENTRIES:  # config reloads: keep what replaced configs built
+            _memo.clear()  # from outliving them
         _memo[(id(source), *key)] = (source, value)
     return value
 
@@ -692,6 +695,8 @@ def _cues(lex: Lexicon) -> tuple[frozenset[str], frozenset[str]]:
     if hit is None or hit[0] is not lex:
         before = frozenset(c.replace("i", "l") for c in lex.cues_before)
         after = frozenset(c.replace("i", "l") for c in lex.cues_after | lex.lure_words)
+        if len(_cue_cache) >= 8:  # config reloads: keep memory bounded
+            _cue_cache.clear()
         hit = _cue_cache[id(lex)] = (lex, before, after)
     return hit[1], hit[2]
 

@@ -120,10 +120,22 @@ def words_skeleton(text: str, leet: bool = True) -> str:
     return skeleton_of_normalised(normalise(text), leet)
 
 
+# _NOT_WORD for ASCII text, as a byte table: what is not a letter, a digit, "$" or "|" is a
+# space. One C pass over the bytes, several times faster than the regex on a message's opening.
+_ASCII_WORD_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$|")
+_ASCII_NOT_WORD = bytes(c if c in _ASCII_WORD_CHARS else 0x20 for c in range(256))
+
+
+def _words(text: str) -> list[str]:
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_NOT_WORD).decode("ascii").split()
+    return _NOT_WORD.sub(" ", text).split()
+
+
 def skeleton_of_normalised(text: str, leet: bool = True) -> str:
     """words_skeleton of text already normalised (a Features body): the same result,
     without normalising twice."""
-    words = _NOT_WORD.sub(" ", fold_accents(text)).split()
+    words = _words(fold_accents(text))
     if not leet or not _LEET_CHARS.search(text):
         return " ".join(words)
     return " ".join(unleet(w) for w in words)

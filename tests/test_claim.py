@@ -285,3 +285,14 @@ def test_a_name_of_several_words_written_as_one_claims() -> None:
 def test_near_miss_a_longer_word_that_starts_with_the_joined_name() -> None:
     subject = "Your Chasebanker account"
     assert claim_of(from_="news@raffle-desk-3.example", display="Win", subject=subject)[0] is None
+
+
+def test_what_replaced_configs_built_does_not_outlive_them() -> None:
+    from filters import claim as claim_mod
+
+    sources = [object() for _ in range(200)]  # stand-ins for registries of 200 reloads
+    for source in sources:
+        assert claim_mod._derived(source, ("test",), lambda: 1) == 1
+    assert len(claim_mod._memo) <= claim_mod._MEMO_ENTRIES
+    last = sources[-1]
+    assert claim_mod._derived(last, ("test",), lambda: 2) == 1  # the config in use: kept

@@ -206,3 +206,10 @@ def test_payloads_for_code_decoding_respect_their_caps(raw: bytes) -> None:
     assert len(images) <= 4 * QR_TIGHT.max_images and len(pdfs) <= QR_TIGHT.max_pdf_pages
     assert sum(len(p.data) for p in parsed.payloads) <= QR_TIGHT.max_bytes
     assert parse(raw, TIGHT).payloads == ()  # decoding off: nothing kept
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text())
+def test_words_of_ascii_text_by_byte_table_are_the_regex_words(text: str) -> None:
+    from filters import text as textmod
+
+    assert textmod._words(text) == textmod._NOT_WORD.sub(" ", text).split()

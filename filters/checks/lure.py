@@ -79,6 +79,8 @@ def _matcher(lex: Lexicon) -> _Matcher:
         entries.sort(key=lambda e: -len(e[0]))
     m = _Matcher(by_first, cjk, frozenset(w for w in callback if w))
     with _lock:
+        if len(_cache) >= 8:  # config reloads: keep memory bounded
+            _cache.clear()
         _cache[id(lex)] = (lex, m)
     return m
 
