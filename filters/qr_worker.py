@@ -95,16 +95,19 @@ class Decoder:
         return out
 
     def scaled(self, image: Any) -> Any:
-        """Grey, on white where transparent, and no larger than scan_pixels."""
+        """Grey, on white where transparent, and no larger than scan_pixels. A transparent
+        image is reduced before it is laid on white: compositing works on scan_pixels then,
+        not on all of a large one."""
         from PIL import Image
 
+        w, h = image.size
+        factor = math.ceil(math.sqrt(w * h / int(self.s["scan_pixels"])))
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
+            rgba = rgba.reduce(factor) if factor > 1 else rgba
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
+            return Image.alpha_composite(white, rgba).convert("L")
         grey = image.convert("L")
-        w, h = grey.size
-        factor = math.ceil(math.sqrt(w * h / int(self.s["scan_pixels"])))
         return grey.reduce(factor) if factor > 1 else grey
 
     # --- one payload ---
