@@ -686,19 +686,15 @@ def _cued_word(word: str, cues: frozenset[str]) -> bool:
     return len(word) >= 7 and any(word[:n] in cues for n in (len(word) - 1, len(word) - 2))
 
 
-_cue_cache: dict[int, tuple[Lexicon, frozenset[str], frozenset[str]]] = {}
-
-
 def _cues(lex: Lexicon) -> tuple[frozenset[str], frozenset[str]]:
     """The cue words in the folded form, computed once per lexicon."""
-    hit = _cue_cache.get(id(lex))
-    if hit is None or hit[0] is not lex:
+
+    def build() -> tuple[frozenset[str], frozenset[str]]:
         before = frozenset(c.replace("i", "l") for c in lex.cues_before)
         after = frozenset(c.replace("i", "l") for c in lex.cues_after | lex.lure_words)
-        if len(_cue_cache) >= 8:  # config reloads: keep memory bounded
-            _cue_cache.clear()
-        hit = _cue_cache[id(lex)] = (lex, before, after)
-    return hit[1], hit[2]
+        return before, after
+
+    return _derived(lex, ("cues",), build)
 
 
 def _generic_author(f: Features, lex: Lexicon) -> bool:
