@@ -157,6 +157,30 @@ def pdf_image_bomb(side: int) -> bytes:
     )
 
 
+def vector_qr_pdf(text: str, caption: bytes = b"Scan to pay your invoice") -> bytes:
+    """One page with a caption in Helvetica and a QR code for `text` drawn as filled
+    rectangles: no image anywhere, so only rendering the page shows the code."""
+    matrix = segno.make(text, error="m", micro=False).matrix
+    module, left, top = 4, 200, 600
+    boxes = [
+        b"%d %d %d %d re" % (left + x * module, top - y * module, module, module)
+        for y, row in enumerate(matrix)
+        for x, dark in enumerate(row)
+        if dark
+    ]
+    content = b"BT /F1 14 Tf 72 720 Td (" + caption + b") Tj ET\n0 g\n" + b"\n".join(boxes) + b"\nf"
+    return raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            stream(b"", content, compress=True),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+    )
+
+
 def huge_png(width: int, height: int, rows: int | None = None) -> bytes:
     """A 1-bit PNG of width x height white pixels, `rows` of them written (all by default):
     a decompression bomb (kilobytes in, width x height pixels out)."""

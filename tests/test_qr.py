@@ -9,6 +9,7 @@ give a limit finding, within the time limit, and the scanner goes on.
 from __future__ import annotations
 
 import base64
+import io
 import time
 from dataclasses import replace
 
@@ -93,6 +94,54 @@ def test_each_carrier_gives_a_qr_link_with_its_source(engine: Engine, carrier: s
     evidence = {x.rule: x.evidence for x in analysis.verdict.findings}
     assert evidence["QR_CODE_LINK"] == (f"QR code in {SOURCES[carrier]} → {URL}",)
     assert analysis.features.limit_hits == ()
+
+
+def test_a_code_drawn_on_a_page_is_read_as_well_as_a_code_in_a_page_image(engine: Engine) -> None:
+    # A page that is one image is read from the image; a page with anything else on it (a
+    # caption, a code drawn as rectangles) is rendered. Both give the code and its page.
+    for pdf in (qrmail.vector_qr_pdf(URL), qrmail.pdf_pages([URL])):
+        analysis = engine.analyse(
+            qrmail.message(attachments=((pdf, "application", "pdf", "invoice.pdf"),))
+        )
+        codes = analysis.features.qr_codes
+        assert [(c.text, c.source) for c in codes] == [(URL, "invoice.pdf, page 1")]
+
+
+def _transparent_codes() -> dict[str, bytes]:
+    """The code's dark modules opaque black, its light ones black too but transparent: read
+    as the colours alone, every one of these is a black square."""
+    code = qrmail.qr_image(URL)
+    light = code.point(lambda v: 255 if v > 128 else 0)
+    indices = Image.frombytes("P", code.size, light.point(lambda v: 1 if v else 0).tobytes())
+    indices.putpalette([0, 0, 0, 0, 0, 0, 0, 0, 0])
+    rgba = Image.new("RGBA", code.size, (0, 0, 0, 255))
+    rgba.putalpha(light.point(lambda v: 255 - v))
+    return {
+        "png-palette-trns": qrmail.encode(indices, "PNG", transparency=1),
+        "gif-transparent-index": qrmail.encode(indices, "GIF", transparency=1),
+        "png-rgba": qrmail.encode(rgba, "PNG"),
+        "png-grey-alpha": qrmail.encode(rgba.convert("LA"), "PNG"),
+        "webp-rgba": qrmail.encode(rgba, "WEBP", lossless=True),
+        "png-alpha-per-index": qrmail.encode(indices, "PNG", transparency=bytes([255, 0, 9])),
+    }
+
+
+def test_transparent_pixels_are_read_as_white_whatever_their_colour(engine: Engine) -> None:
+    for name, data in _transparent_codes().items():
+        colours = Image.open(io.BytesIO(data))
+        colours.info.pop("transparency", None)
+        assert colours.convert("RGB").getextrema() == ((0, 0),) * 3, name  # black all over
+        raw = qrmail.message(attachments=((data, "image", "png", "code.png"),))
+        assert qr_links(engine, raw) == [URL], name
+
+
+def test_a_palette_with_alpha_is_laid_on_white() -> None:
+    from filters.qr_worker import Decoder
+
+    image = Image.frombytes("P", (2, 1), bytes([0, 1]))
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 0], "RGBA")  # opaque black, transparent black
+    decoder = Decoder({k: getattr(CFG.qr, k) for k in qr._SETTING_KEYS}, time.monotonic())
+    assert decoder.scaled(image).tobytes() == bytes([0, 255])
 
 
 def test_other_2d_codes_are_read_too(engine: Engine) -> None:
