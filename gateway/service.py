@@ -108,6 +108,10 @@ class Service:
         self.draining = False
         self.server: asyncio.base_events.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._reloads_asked = 0  # reload requests so far
+        self._reloads_covered = 0  # requests made before the latest reload began
+        self._reload_result = True
 
     # ----------------------------------------------------------------------- life cycle
 
@@ -128,7 +132,22 @@ class Service:
         raise NotImplementedError
 
     async def reload(self) -> bool:
-        """Re-read config and registry; a config that fails is refused and the old one stays."""
+        """Re-read config and registry; a config that fails is refused and the old one stays.
+
+        Reloads never overlap. Two at once would build two scan pools side by side, and the
+        one that finished last would win even if it had read the older files. A reload
+        asked for while another runs waits for it; any number asked for meanwhile are done
+        by one reload, which reads the files as they are after the last request."""
+        self._reloads_asked += 1
+        asked = self._reloads_asked
+        async with self._reload_lock:
+            if self._reloads_covered >= asked:  # a reload that began after this request ran
+                return self._reload_result
+            self._reloads_covered = self._reloads_asked
+            self._reload_result = await self._reload_now()
+            return self._reload_result
+
+    async def _reload_now(self) -> bool:
         old = self.settings
         try:
             config = await asyncio.to_thread(self.config_loader, self.config_path)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import smtplib
 import socket
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -332,6 +335,40 @@ def test_reload_with_bad_config_keeps_the_old_one(tmp_path: Path) -> None:
         assert send(gw.port, message(verdict="tag"))[0] == 250
         assert len(hop.messages) == 1  # the tag went to quarantine under the new config
     assert [e.verdict for e in quarantine_entries(tmp_path)] == ["tag"]
+
+
+def test_reloads_asked_for_at_once_run_one_after_another_and_the_newest_files_win(
+    tmp_path: Path,
+) -> None:
+    with sink() as (_hop, hop_port), running_gateway(tmp_path, hop_port) as gw:
+        conf = tmp_path / "conf" / "brandgate.toml"
+        service = gw.gateway
+        load = service.config_loader
+        loads: list[Any] = []
+        first_read = threading.Event()
+        release = threading.Event()
+
+        def slow_first(path: str | None) -> Any:
+            config = load(path)  # the files as they are now
+            loads.append(config)
+            if len(loads) == 1:
+                first_read.set()
+                release.wait(30)  # a first reload still warming up its pool
+            return config
+
+        service.config_loader = slow_first
+        conf.write_text('[gateway]\n[gateway.actions]\ntag = "quarantine"\n')
+        first = asyncio.run_coroutine_threadsafe(service.reload(), gw.loop)
+        assert first_read.wait(30)
+        conf.write_text('[gateway]\n[gateway.actions]\ntag = "reject"\n')
+        later = [asyncio.run_coroutine_threadsafe(service.reload(), gw.loop) for _ in range(4)]
+        time.sleep(0.3)
+        assert len(loads) == 1  # the later ones wait for the first
+        release.set()
+        assert first.result(60) is True
+        assert [f.result(60) for f in later] == [True] * 4
+        assert len(loads) == 2  # four requests, one reload, reading the newest file
+        assert service.settings.actions["tag"] == "reject"
 
 
 def test_hundred_concurrent_sessions(tmp_path: Path) -> None:
