@@ -141,7 +141,8 @@ class Service:
         self._reloads_asked += 1
         asked = self._reloads_asked
         async with self._reload_lock:
-            if self._reloads_covered >= asked:  # a reload that began after this request ran
+            if self._reloads_covered >= asked:
+                log.info("reload: covered by a reload that began after it was asked for")
                 return self._reload_result
             self._reloads_covered = self._reloads_asked
             self._reload_result = await self._reload_now()

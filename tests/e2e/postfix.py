@@ -73,6 +73,14 @@ def port_open(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
+def reloads_answered(log_text: str) -> int:
+    """SIGHUPs answered in a gateway's log: reloads done, and requests that a reload begun
+    after them covered (reloads never overlap; those asked for during one become one)."""
+    return log_text.count("reloaded configuration") + log_text.count(
+        "reload: covered by a reload that began after it was asked for"
+    )
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while True:
