@@ -64,6 +64,8 @@ def _palette_on_white(image: Any) -> Any:
     its transparency (one index, or an alpha per index) mixed in. Converting that to grey
     is one lookup per pixel."""
     rgb = image.getpalette("RGB") or []
+    if not rgb:
+        return image
     alpha = [255] * (len(rgb) // 3)
     if image.palette is not None and image.palette.mode == "RGBA":
         alpha = (image.getpalette("RGBA") or [])[3::4][: len(alpha)]
@@ -135,7 +137,7 @@ class Decoder:
     def scaled(self, image: Any) -> Any:
         """Grey, on white where transparent, and no larger than scan_pixels. Each form is
         made the cheapest way that keeps its look: a palette image through a grey palette
-        (one table lookup per pixel, where converting it to RGBA first cost five times as
+        (one table lookup per pixel, where converting it to RGBA first cost three times as
         much), an image with alpha as grey and alpha, reduced, then laid on white."""
         w, h = image.size
         factor = math.ceil(math.sqrt(w * h / int(self.s["scan_pixels"])))
@@ -234,6 +236,7 @@ class Decoder:
             page.close()
 
     def rendered(self, page: Any) -> list[dict[str, str]]:
+        """The codes on the page drawn at pdf_dpi, or smaller to stay within scan_pixels."""
         import pypdfium2.raw as pdfium_c
 
         w, h = page.get_size()
