@@ -23,14 +23,13 @@ confusables, digits passing for letters, "rn" for "m", dropped apostrophes and t
 from __future__ import annotations
 
 import re
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar, cast
+from typing import Protocol
 
-from filters.context import Context
+from filters.context import Context, derived
 from filters.lookalike import Imitation, classify, segment
 from filters.registry import Brand, BrandRegistry, Lexicon
 from filters.text import (
@@ -163,29 +162,8 @@ class _Index:
                 self.plain.setdefault(plain, key)
 
 
-_lock = threading.Lock()
-_MEMO_ENTRIES = 64  # a few configs' worth (each builds a handful)
-_memo: dict[tuple[Hashable, ...], tuple[object, Any]] = {}
-_V = TypeVar("_V")
-
-
-def _derived(source: object, key: tuple[Hashable, ...], build: Callable[[], _V]) -> _V:
-    """What `build` derives from `source` (a registry, a lexicon: built once per loaded
-    config), kept while that very object is the one in use. Keyed by identity, since the
-    config's values are not hashable; the object is held so that its id is not reused."""
-    hit = _memo.get((id(source), *key))
-    if hit is not None and hit[0] is source:
-        return cast(_V, hit[1])
-    value = build()
-    with _lock:
-        if len(_memo) >= _MEMO_ENTRIES:  # config reloads: keep what replaced configs built
-            _memo.clear()  # from outliving them
-        _memo[(id(source), *key)] = (source, value)
-    return value
-
-
 def _index(registry: BrandRegistry) -> _Index:
-    return _derived(registry, ("index",), lambda: _build_index(registry))
+    return derived(registry, ("index",), lambda: _build_index(registry))
 
 
 def _build_index(registry: BrandRegistry) -> _Index:
@@ -401,7 +379,7 @@ def _service_words(lex: Lexicon) -> frozenset[str]:
         )
         return frozenset(w.replace("i", "l") for w in words)
 
-    return _derived(lex, ("service",), build)
+    return derived(lex, ("service",), build)
 
 
 def _display_claims(idx: _Index, f: Features, ctx: Context) -> list[tuple[_Match, float]]:
@@ -650,7 +628,7 @@ def _phrases(lex: Lexicon, categories: tuple[str, ...], most: int) -> frozenset[
         )
         return frozenset(w for w in folded if 0 < len(w) <= most)
 
-    return _derived(lex, ("phrases", categories, most), build)
+    return derived(lex, ("phrases", categories, most), build)
 
 
 def _instrument_phrases(lex: Lexicon) -> frozenset[tuple[str, ...]]:
@@ -672,7 +650,7 @@ def _offers_prize(tokens: list[str], lex: Lexicon) -> bool:
 
 def _prize_words(lex: Lexicon) -> frozenset[str]:
     """The one-word prize phrases, for inflected forms."""
-    return _derived(
+    return derived(
         lex,
         ("prize-words",),
         lambda: frozenset(p[0] for p in _phrases(lex, _PRIZES, _MAX_PRIZE_WORDS) if len(p) == 1),
@@ -694,7 +672,7 @@ def _cues(lex: Lexicon) -> tuple[frozenset[str], frozenset[str]]:
         after = frozenset(c.replace("i", "l") for c in lex.cues_after | lex.lure_words)
         return before, after
 
-    return _derived(lex, ("cues",), build)
+    return derived(lex, ("cues",), build)
 
 
 def _generic_author(f: Features, lex: Lexicon) -> bool:

@@ -288,11 +288,11 @@ def test_near_miss_a_longer_word_that_starts_with_the_joined_name() -> None:
 
 
 def test_what_replaced_configs_built_does_not_outlive_them() -> None:
-    from filters import claim as claim_mod
+    from filters import context as context_mod
 
     sources = [object() for _ in range(200)]  # stand-ins for registries of 200 reloads
     for source in sources:
-        assert claim_mod._derived(source, ("test",), lambda: 1) == 1
-    assert len(claim_mod._memo) <= claim_mod._MEMO_ENTRIES
+        assert context_mod.derived(source, ("test",), lambda: 1) == 1
+    assert len(context_mod._memo) <= context_mod._MEMO_ENTRIES
     last = sources[-1]
-    assert claim_mod._derived(last, ("test",), lambda: 2) == 1  # the config in use: kept
+    assert context_mod.derived(last, ("test",), lambda: 2) == 1  # the config in use: kept

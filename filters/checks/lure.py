@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from filters.checks._common import sample, sender_is_brand
-from filters.context import Context
+from filters.context import Context, derived
 from filters.registry import Lexicon
 from filters.types import BrandClaim, Features, Finding
 
@@ -50,15 +49,14 @@ class _Matcher:
     callback: frozenset[tuple[str, ...]] = frozenset()
 
 
-_lock = threading.Lock()
-_cache: dict[int, tuple[Lexicon, _Matcher]] = {}
 _WORD = re.compile(r"\w+")
 
 
 def _matcher(lex: Lexicon) -> _Matcher:
-    hit = _cache.get(id(lex))
-    if hit is not None and hit[0] is lex:
-        return hit[1]
+    return derived(lex, ("lure-matcher",), lambda: _build_matcher(lex))
+
+
+def _build_matcher(lex: Lexicon) -> _Matcher:
     by_first: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
     cjk: list[tuple[str, str]] = []
     callback: set[tuple[str, ...]] = set()
@@ -77,12 +75,7 @@ def _matcher(lex: Lexicon) -> _Matcher:
             by_first.setdefault(words[0], []).append((words, term.phrase, rule))
     for entries in by_first.values():
         entries.sort(key=lambda e: -len(e[0]))
-    m = _Matcher(by_first, cjk, frozenset(w for w in callback if w))
-    with _lock:
-        if len(_cache) >= 8:  # config reloads: keep memory bounded
-            _cache.clear()
-        _cache[id(lex)] = (lex, m)
-    return m
+    return _Matcher(by_first, cjk, frozenset(w for w in callback if w))
 
 
 def _find(m: _Matcher, text: str) -> dict[str, list[str]]:
